@@ -1,0 +1,2 @@
+# -- metrics (one line per module) --
+from .ris_metric import RISMetric  # noqa: F401

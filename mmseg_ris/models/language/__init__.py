@@ -1,0 +1,4 @@
+"""Language encoders (registered into mmseg's MODELS)."""
+from .bert_encoder import BertLanguageEncoder
+
+__all__ = ['BertLanguageEncoder']

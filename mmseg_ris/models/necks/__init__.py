@@ -1,0 +1,5 @@
+# -- fusion modules (one line per module) --
+from .gates import TanhGate  # noqa: F401
+from .pwam import PWAM  # noqa: F401
+
+__all__ = ['PWAM', 'TanhGate']

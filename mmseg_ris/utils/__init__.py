@@ -1,0 +1,4 @@
+from .checkpoint import checkpoint_safe_globals, register_checkpoint_safe_globals
+from .path import resolve_path
+
+__all__ = ['resolve_path', 'checkpoint_safe_globals', 'register_checkpoint_safe_globals']
