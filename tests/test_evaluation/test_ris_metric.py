@@ -21,8 +21,15 @@ import mmseg_ris  # noqa: F401  (registers RISMetric)
 from mmseg_ris.evaluation.metrics.ris_metric import RISMetric
 
 
-def make_sample(pred, gt, ref_id=None, sent_id=None, exist=True,
-                expr_type=None, img_shape=None, ori_shape=None, **extra):
+def make_sample(pred,
+                gt,
+                ref_id=None,
+                sent_id=None,
+                exist=True,
+                expr_type=None,
+                img_shape=None,
+                ori_shape=None,
+                **extra):
     """Build a data sample dict as ``SegDataSample.to_dict()`` gives it."""
     pred = torch.as_tensor(pred, dtype=torch.int64)[None]
     gt = torch.as_tensor(gt, dtype=torch.uint8)[None]
@@ -54,19 +61,27 @@ def four_samples():
     a = make_sample(
         pred=[[1, 1, 1, 0], [0, 0, 0, 0]],
         gt=[[1, 1, 1, 1], [0, 0, 0, 0]],  # I = 3, U = 4
-        ref_id=1, sent_id=10, expr_type='spatial')
+        ref_id=1,
+        sent_id=10,
+        expr_type='spatial')
     b = make_sample(
         pred=[[0, 0, 0, 0], [1, 1, 0, 0]],
         gt=[[1, 1, 1, 0], [0, 0, 0, 0]],  # I = 0, U = 3 + 2 = 5
-        ref_id=2, sent_id=20, expr_type='spatial')
+        ref_id=2,
+        sent_id=20,
+        expr_type='spatial')
     c = make_sample(
         pred=[[0, 1, 1, 0], [0, 0, 0, 0]],
         gt=[[0, 1, 1, 0], [0, 0, 0, 0]],  # I = 2, U = 2
-        ref_id=3, sent_id=30, expr_type='attribute')
+        ref_id=3,
+        sent_id=30,
+        expr_type='attribute')
     d = make_sample(
         pred=[[0, 0, 0, 0], [0, 0, 0, 0]],
         gt=[[0, 0, 0, 0], [0, 0, 0, 0]],  # I = 0, U = 0 -> IoU 0
-        ref_id=4, sent_id=40, expr_type=None)
+        ref_id=4,
+        sent_id=40,
+        expr_type=None)
     return [a, b, c, d]
 
 
@@ -113,7 +128,8 @@ def test_ignore_index_pixels_are_not_scored():
     sample = make_sample(
         pred=[[1, 0, 1, 1], [1, 0, 0, 1]],
         gt=[[1, 1, 255, 255], [0, 0, 0, 255]],
-        ref_id=5, sent_id=50)
+        ref_id=5,
+        sent_id=50)
     metric = RISMetric()
     res = run_metric(metric, [sample])
     assert (metric.results[0]['I'], metric.results[0]['U']) == (1, 3)
@@ -122,8 +138,10 @@ def test_ignore_index_pixels_are_not_scored():
     # Another ignore value: 7 marks the same pixels.
     gt7 = [[1, 1, 7, 7], [0, 0, 0, 7]]
     metric7 = RISMetric(ignore_index=7)
-    metric7.process(None, [make_sample(
-        pred=[[1, 0, 1, 1], [1, 0, 0, 1]], gt=gt7, ref_id=5, sent_id=50)])
+    metric7.process(None, [
+        make_sample(
+            pred=[[1, 0, 1, 1], [1, 0, 0, 1]], gt=gt7, ref_id=5, sent_id=50)
+    ])
     assert (metric7.results[0]['I'], metric7.results[0]['U']) == (1, 3)
 
 
@@ -132,7 +150,9 @@ def test_negative_sentences_are_skipped():
     negative = make_sample(
         pred=[[1, 1, 1, 0], [0, 0, 0, 0]],
         gt=[[0, 0, 0, 0], [0, 0, 0, 0]],  # I = 0, U = 3, but exist=False
-        ref_id=6, sent_id=60, exist=False)
+        ref_id=6,
+        sent_id=60,
+        exist=False)
     # exist missing (None) means a positive sentence, as in R-RefCOCO.
     c['exist'] = None
     metric = RISMetric()
@@ -148,8 +168,10 @@ def test_negative_sentences_are_skipped():
 
 def test_only_negatives_give_nan():
     metric = RISMetric()
-    res = run_metric(metric, [make_sample(
-        pred=[[1, 0]], gt=[[0, 0]], ref_id=1, sent_id=1, exist=False)])
+    res = run_metric(metric, [
+        make_sample(
+            pred=[[1, 0]], gt=[[0, 0]], ref_id=1, sent_id=1, exist=False)
+    ])
     assert res['num_sentences'] == 0 and res['num_skipped_negatives'] == 1
     assert np.isnan(res['oIoU']) and np.isnan(res['P@0.5'])
 
@@ -178,9 +200,10 @@ def test_group_breakdown():
     assert res['oIoU_x'] == 83.33 and res['oIoU_y'] == 0.0
     assert res['mIoU_y'] == 0.0 and res['num_sentences_y'] == 2
     res = run_metric(RISMetric(group_by=None), four_samples())
-    assert sorted(res) == sorted(['oIoU', 'mIoU', 'P@0.5', 'P@0.6', 'P@0.7',
-                                  'P@0.8', 'P@0.9', 'num_sentences',
-                                  'num_skipped_negatives'])
+    assert sorted(res) == sorted([
+        'oIoU', 'mIoU', 'P@0.5', 'P@0.6', 'P@0.7', 'P@0.8', 'P@0.9',
+        'num_sentences', 'num_skipped_negatives'
+    ])
 
 
 def test_thresholds_are_compared_exactly():
@@ -193,14 +216,15 @@ def test_thresholds_are_compared_exactly():
     p2, g2 = row_pair(7, 10, 10)  # IoU 7/10
     res = run_metric(
         RISMetric(thresholds=thresholds),
-        [make_sample(p1, g1, 1, 1), make_sample(p2, g2, 2, 2)])
+        [make_sample(p1, g1, 1, 1),
+         make_sample(p2, g2, 2, 2)])
     assert res['P@0.5'] == 100.0
     assert res['P@0.6'] == 100.0  # 3/5 >= 0.6 and 7/10 >= 0.6
     assert res['P@0.7'] == 50.0  # only 7/10
     assert res['P@0.8'] == 0.0
     # a threshold exactly at I/U = 1/2
-    res = run_metric(RISMetric(thresholds=[0.5]),
-                     [make_sample(*row_pair(1, 2, 2), 1, 1)])
+    res = run_metric(
+        RISMetric(thresholds=[0.5]), [make_sample(*row_pair(1, 2, 2), 1, 1)])
     assert res['P@0.5'] == 100.0
 
 
@@ -241,15 +265,17 @@ def test_eval_resolution_mismatch():
     with pytest.raises(ValueError) as err:
         RISMetric(eval_resolution='input').process(None, [sample])
     msg = str(err.value)
-    for part in ["img_path='img_9.jpg'", 'ref_id=9', 'sent_id=91',
-                 '(4, 6)', '(2, 3)', 'LoadRefMask before Resize']:
+    for part in [
+            "img_path='img_9.jpg'", 'ref_id=9', 'sent_id=91', '(4, 6)',
+            '(2, 3)', 'LoadRefMask before Resize'
+    ]:
         assert part in msg, (part, msg)
     assert 'output_size' not in msg
 
     # 'input': prediction at the original size -> segmentor test_cfg.
     sample = make_sample(pred=large, gt=small, **ids)
-    with pytest.raises(ValueError,
-                       match=r"test_cfg.output_size='input'") as err:
+    with pytest.raises(
+            ValueError, match=r"test_cfg.output_size='input'") as err:
         RISMetric(eval_resolution='input').process(None, [sample])
     assert 'LoadRefMask' not in str(err.value)
 
@@ -261,8 +287,10 @@ def test_eval_resolution_mismatch():
     # None: only agreement is required, the message names both settings.
     with pytest.raises(ValueError) as err:
         RISMetric().process(None, [sample])
-    for part in ['(4, 6)', '(2, 3)', 'LoadRefMask', 'test_cfg.output_size',
-                 'sent_id=91']:
+    for part in [
+            '(4, 6)', '(2, 3)', 'LoadRefMask', 'test_cfg.output_size',
+            'sent_id=91'
+    ]:
         assert part in str(err.value)
 
     # Matching settings pass and score at that size.
@@ -314,12 +342,13 @@ def test_output_dir_files(tmp_path):
 
     with open(osp.join(out, 'per_sentence.jsonl')) as f:
         lines = [json.loads(line) for line in f]
-    assert [(x['ref_id'], x['sent_id'], x['I'], x['U']) for x in lines] == [
-        (1, 10, 3, 4), (2, 20, 0, 5), (3, 30, 2, 2), (4, 40, 0, 0)]
+    assert [(x['ref_id'], x['sent_id'], x['I'], x['U'])
+            for x in lines] == [(1, 10, 3, 4), (2, 20, 0, 5), (3, 30, 2, 2),
+                                (4, 40, 0, 0)]
     assert [x['IoU'] for x in lines] == [0.75, None, 1.0, 0.0]
     assert [x['exist'] for x in lines] == [True, False, True, True]
-    assert [x['group'] for x in lines] == [
-        'spatial', 'spatial', 'attribute', None]
+    assert [x['group']
+            for x in lines] == ['spatial', 'spatial', 'attribute', None]
     assert lines[0]['mask'] == '1_10.png'
     assert lines[0]['img_path'] == 'img_1.jpg'
 
@@ -343,8 +372,8 @@ def test_mask_names_without_ids(tmp_path):
 
 def test_format_only(tmp_path):
     out = tmp_path / 'out'
-    sample = make_sample(pred=[[1, 0], [1, 1]], gt=[[0, 0], [0, 0]],
-                         ref_id=3, sent_id=7)
+    sample = make_sample(
+        pred=[[1, 0], [1, 1]], gt=[[0, 0], [0, 0]], ref_id=3, sent_id=7)
     del sample['gt_sem_seg']  # no ground truth is needed
     metric = RISMetric(output_dir=str(out), format_only=True)
     metric.process(None, [sample])
@@ -366,8 +395,7 @@ def test_registry_and_evaluator_with_seg_data_samples():
         data_samples.append(ds)
 
     with DefaultScope.overwrite_default_scope('mmseg'):
-        evaluator = Evaluator(
-            dict(type='RISMetric', eval_resolution='input'))
+        evaluator = Evaluator(dict(type='RISMetric', eval_resolution='input'))
     assert isinstance(evaluator.metrics[0], RISMetric)
     assert METRICS.get('RISMetric') is RISMetric
     # Evaluator.process turns each SegDataSample into a dict (to_dict()).
@@ -395,8 +423,14 @@ def dist_samples():
         pred, gt = row_pair(i, u, 20)
         if not exist:  # a negative: empty gt, u predicted pixels
             pred, gt = row_pair(u, u, 20)[0], [[0] * 20]
-        samples.append(make_sample(pred, gt, ref_id=k, sent_id=100 + k,
-                                   exist=exist, expr_type=group))
+        samples.append(
+            make_sample(
+                pred,
+                gt,
+                ref_id=k,
+                sent_id=100 + k,
+                exist=exist,
+                expr_type=group))
     return samples
 
 
@@ -440,8 +474,14 @@ def free_port():
 
 
 def test_two_processes_give_exact_global_figures(tmp_path):
-    mp.spawn(dist_worker, args=(2, free_port(), str(tmp_path)), nprocs=2,
-             join=True)
+    # fork: the children inherit the imports (spawn re-imports mmseg: ~15 s)
+    fork = 'fork' in mp.get_all_start_methods()
+    mp.start_processes(
+        dist_worker,
+        args=(2, free_port(), str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method='fork' if fork else 'spawn')
     ranks = []
     for r in range(2):
         with open(tmp_path / f'rank{r}.json') as f:
@@ -451,16 +491,26 @@ def test_two_processes_give_exact_global_figures(tmp_path):
 
     single = RISMetric()
     single.process(None, dist_samples())
-    expected = {f'ris/{k}': v for k, v in single.evaluate(7).items()}
+    expected = single.evaluate(7)  # names carry the 'ris/' prefix
     # By hand, positives 0 1 2 3 4 6:
     # oIoU = (9+1+2+0+6+3) / (10+10+4+20+6+12) = 21 / 62 = 33.87%
     # mIoU = (0.9+0.1+0.5+0+1+0.25) / 6 = 45.83%; P@0.5 = 3/6, P@0.6 = 2/6
     # a (0 2 4): 17/20 = 85%, mIoU 80%; b (1 3 6): 4/42 = 9.52%, mIoU 11.67%
-    hand = {'ris/oIoU': 33.87, 'ris/mIoU': 45.83, 'ris/P@0.5': 50.0,
-            'ris/P@0.6': 33.33, 'ris/P@0.9': 33.33, 'ris/num_sentences': 6,
-            'ris/num_skipped_negatives': 1, 'ris/oIoU_a': 85.0,
-            'ris/mIoU_a': 80.0, 'ris/oIoU_b': 9.52, 'ris/mIoU_b': 11.67,
-            'ris/num_sentences_a': 3, 'ris/num_sentences_b': 3}
+    hand = {
+        'ris/oIoU': 33.87,
+        'ris/mIoU': 45.83,
+        'ris/P@0.5': 50.0,
+        'ris/P@0.6': 33.33,
+        'ris/P@0.9': 33.33,
+        'ris/num_sentences': 6,
+        'ris/num_skipped_negatives': 1,
+        'ris/oIoU_a': 85.0,
+        'ris/mIoU_a': 80.0,
+        'ris/oIoU_b': 9.52,
+        'ris/mIoU_b': 11.67,
+        'ris/num_sentences_a': 3,
+        'ris/num_sentences_b': 3
+    }
     for k, v in hand.items():
         assert expected[k] == v, k
     # Every rank gets exactly the global figures.
@@ -478,8 +528,8 @@ def test_two_processes_give_exact_global_figures(tmp_path):
     with open(tmp_path / 'out' / 'per_sentence.jsonl') as f:
         lines = [json.loads(line) for line in f]
     assert [x['sent_id'] for x in lines] == [100 + k for k in range(7)]
-    assert [(x['I'], x['U']) for x in lines] == [
-        (i, u) for i, u, _, _ in DIST_ROWS]
-    pngs = sorted(p for p in os.listdir(tmp_path / 'out')
-                  if p.endswith('.png'))
+    assert [(x['I'], x['U']) for x in lines] == [(i, u)
+                                                 for i, u, _, _ in DIST_ROWS]
+    pngs = sorted(
+        p for p in os.listdir(tmp_path / 'out') if p.endswith('.png'))
     assert pngs == sorted(f'{k}_{100 + k}.png' for k in range(7))

@@ -19,10 +19,12 @@ from typing import List, Optional
 
 import torch
 
-from mmseg_ris.models.utils.swin_checkpoint import (convert_official_swin,
-                                                     extract_state_dict,
-                                                     is_official_swin,
-                                                     load_checkpoint_file)
+from mmseg_ris.models.utils.swin_checkpoint import (
+    convert_official_swin,
+    extract_state_dict,
+    is_official_swin,
+    load_checkpoint_file,
+)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

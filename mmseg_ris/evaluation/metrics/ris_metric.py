@@ -34,7 +34,7 @@ def _builtin(value: Any) -> Any:
     """
     if value is None or isinstance(value, (bool, str, float)):
         return value
-    if isinstance(value, (np.bool_, )):
+    if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, Integral):
         return int(value)
@@ -134,8 +134,8 @@ class RISMetric(BaseMetric):
                     t, (int, float, np.floating)) or not 0 < t <= 1:
                 raise ValueError('RISMetric: thresholds must be numbers in '
                                  f'(0, 1], got {t!r} in {thresholds!r}')
-            frac = Fraction(float(t)).limit_denominator(
-                _MAX_THRESHOLD_DENOMINATOR)
+            frac = Fraction(
+                float(t)).limit_denominator(_MAX_THRESHOLD_DENOMINATOR)
             name = f'P@{float(frac)}'
             if name in [n for n, _ in self.thresholds]:
                 raise ValueError(
@@ -188,8 +188,8 @@ class RISMetric(BaseMetric):
                 self.results.append(record)
                 continue
             gt = self._mask(sample, 'gt_sem_seg', record)
-            self._check_shapes(tuple(pred.shape), tuple(gt.shape), sample,
-                               record)
+            self._check_shapes(
+                tuple(pred.shape), tuple(gt.shape), sample, record)
             valid = gt != self.ignore_index
             bad_gt = valid & (gt != 0) & (gt != 1)
             if bad_gt.any():
@@ -387,12 +387,12 @@ class RISMetric(BaseMetric):
         """
         names = [name for name, _ in self.thresholds]
         table = PrettyTable()
-        table.field_names = [self.group_by or 'group', 'sentences', 'oIoU',
-                             'mIoU'] + names
+        table.field_names = [
+            self.group_by or 'group', 'sentences', 'oIoU', 'mIoU'
+        ] + names
         for label, s in [('all', overall)] + list(per_group.items()):
-            table.add_row([label, s['num_sentences']] + [
-                f'{s[k]:.2f}' for k in ['oIoU', 'mIoU'] + names
-            ])
+            table.add_row([label, s['num_sentences']] +
+                          [f'{s[k]:.2f}' for k in ['oIoU', 'mIoU'] + names])
         print_log('RIS results:\n' + table.get_string(), logger='current')
 
     def _dump(self, results: List[dict], overall: dict,

@@ -1,4 +1,4 @@
 # -- vision-language backbones (one line per module) --
-from .lang_swin import LangSwinTransformer  # noqa: F401
+from .lang_swin import LangSwinTransformer
 
 __all__ = ['LangSwinTransformer']

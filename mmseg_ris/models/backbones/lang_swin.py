@@ -1,14 +1,14 @@
-"""LangSwinTransformer: mmseg's Swin driven stage by stage with language fusion."""
+"""LangSwinTransformer: mmseg's Swin run stage by stage with fusions."""
 import copy
 from typing import List, Optional, Sequence, Tuple, Union
 
-import torch.nn as nn
 from mmengine.model import ModuleList
-from mmengine.model.weight_init import constant_init, trunc_normal_, trunc_normal_init
+from mmengine.model.weight_init import (constant_init, trunc_normal_,
+                                        trunc_normal_init)
 from mmseg.models.backbones import SwinTransformer
 from mmseg.models.backbones.swin import WindowMSA
 from mmseg.registry import MODELS
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..utils.swin_checkpoint import load_pretrained_swin
 

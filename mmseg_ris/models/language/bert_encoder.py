@@ -20,7 +20,8 @@ from mmseg_ris.utils import resolve_path
 MASK_VALUE = -10000.0
 
 # Attention implementations whose kernels add a 4-D float mask to the scores.
-# Others (e.g. flash attention) ignore such a mask and would let padding in.
+# Others ignore such a mask (flash attention) or cannot broadcast it (flex
+# attention) and would let padding in.
 _MASK_AWARE_ATTN = ('eager', 'sdpa')
 
 # Files of which one must exist in a Hugging Face model folder.
@@ -88,7 +89,7 @@ class BertLanguageEncoder(BaseModule):
         FileNotFoundError: If the pretrained folder, its ``config.json`` or
             its weight file is missing.
         RuntimeError: If the checkpoint lacks encoder weights or has weights
-            of the wrong shape.
+            of the wrong shape for the (overridden) configuration.
     """
 
     def __init__(self,
@@ -172,13 +173,20 @@ class BertLanguageEncoder(BaseModule):
         kwargs.setdefault('attn_implementation', 'sdpa')
         # float32 regardless of the stored dtype: mixed precision is the
         # runner's business (AMP), not the checkpoint's.
-        bert, info = BertModel.from_pretrained(
-            path,
-            add_pooling_layer=False,
-            local_files_only=True,
-            output_loading_info=True,
-            dtype=torch.float32,
-            **kwargs)
+        try:
+            bert, info = BertModel.from_pretrained(
+                path,
+                add_pooling_layer=False,
+                local_files_only=True,
+                output_loading_info=True,
+                dtype=torch.float32,
+                **kwargs)
+        except RuntimeError as e:
+            # Hugging Face refuses weights of the wrong shape; say which
+            # folder and which overrides caused it.
+            raise RuntimeError(
+                f'BertLanguageEncoder: could not load {path!r} with config '
+                f'overrides {overrides}: {e}') from e
 
         # Buffers such as position ids are rebuilt deterministically, so only
         # missing parameters matter.
@@ -190,20 +198,18 @@ class BertLanguageEncoder(BaseModule):
                 f'BertLanguageEncoder: checkpoint in {path!r} lacks '
                 f'{len(missing)} of {len(param_names)} BERT weights (they '
                 f'would stay randomly initialised): {missing}')
-        mismatched = list(info.get('mismatched_keys', ()))
-        if mismatched:
-            raise RuntimeError(
-                f'BertLanguageEncoder: checkpoint in {path!r} has weights of '
-                f'the wrong shape (check the config overrides {overrides}): '
-                f'{mismatched}')
         unexpected = sorted(info.get('unexpected_keys', ()))
         if unexpected:
+            # A pooler or MLM head is routinely dropped; unused embedding or
+            # encoder weights mean fewer layers than the checkpoint has.
+            dropped_encoder = any(
+                k.startswith(('embeddings.', 'encoder.')) for k in unexpected)
             print_log(
                 f'BertLanguageEncoder: ignored {len(unexpected)} checkpoint '
                 f'weights of {path!r} that the encoder does not use: '
                 f'{unexpected}',
                 logger='current',
-                level=logging.INFO)
+                level=logging.WARNING if dropped_encoder else logging.INFO)
         return bert
 
     def _check_attn_implementation(self) -> None:
@@ -212,7 +218,8 @@ class BertLanguageEncoder(BaseModule):
         if impl not in _MASK_AWARE_ATTN:
             raise ValueError(
                 f'BertLanguageEncoder: attention implementation {impl!r} '
-                f'ignores the additive padding mask; use one of '
+                f'ignores or rejects the additive (B, 1, 1, L) padding mask; '
+                f'use one of '
                 f'{_MASK_AWARE_ATTN} (config attn_implementation)')
 
     @staticmethod

@@ -1,5 +1,5 @@
 # -- model helpers (one line per module) --
-from .swin_checkpoint import (SwinLoadReport, convert_official_swin,  # noqa: F401
+from .swin_checkpoint import (SwinLoadReport, convert_official_swin,
                               extract_state_dict, is_official_swin,
                               load_checkpoint_file, load_pretrained_swin,
                               load_swin_state_dict,

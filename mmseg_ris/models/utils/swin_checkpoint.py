@@ -1,8 +1,9 @@
-"""Swin checkpoints: official Microsoft names -> mmseg names, and a loader that reports.
+"""Swin checkpoints: official names -> mmseg names; a loader that reports.
 
 Official Swin checkpoints (``swin_base_patch4_window12_384_22k.pth``, the one
 LAVT and MagNet start from) keep their weights under ``'model'`` with the
-names of ``microsoft/Swin-Transformer`` (``layers.0.blocks.0.attn.qkv.weight``).
+names of ``microsoft/Swin-Transformer``
+(``layers.0.blocks.0.attn.qkv.weight``).
 mmseg's :class:`~mmseg.models.backbones.SwinTransformer` names the same
 tensors differently and builds its patch merging with ``nn.Unfold``, whose
 channel order differs from the official ``cat([x0, x1, x2, x3])``. mmseg only
@@ -128,9 +129,10 @@ def load_checkpoint_file(filename: str) -> dict:
             f'copy: {err}') from err
 
 
-def extract_state_dict(checkpoint: Mapping,
-                       filename: str = '<checkpoint>',
-                       prefix: Optional[str] = None) -> 'OrderedDict[str, Tensor]':
+def extract_state_dict(
+        checkpoint: Mapping,
+        filename: str = '<checkpoint>',
+        prefix: Optional[str] = None) -> 'OrderedDict[str, Tensor]':
     """Unwrap a checkpoint into a flat state dict of backbone tensors.
 
     Takes ``checkpoint['state_dict']`` or ``checkpoint['model']`` when
@@ -192,8 +194,7 @@ def is_official_swin(state_dict: Mapping[str, Tensor]) -> bool:
         bool: True for ``layers.*`` / ``patch_embed.proj.*`` names.
     """
     return any(
-        k.startswith('layers.') or k.startswith('patch_embed.proj.')
-        for k in state_dict)
+        k.startswith(('layers.', 'patch_embed.proj.')) for k in state_dict)
 
 
 def _merge_official_to_unfold(tensor: Tensor, key: str) -> Tensor:
@@ -248,7 +249,8 @@ def convert_official_swin(
                     or '.downsample.norm.' in key):
                 value = _merge_official_to_unfold(value, key)
         elif key.startswith('patch_embed.proj.'):
-            new_key = 'patch_embed.projection.' + key[len('patch_embed.proj.'):]
+            new_key = key.replace('patch_embed.proj.',
+                                  'patch_embed.projection.', 1)
         converted[new_key] = value
     return converted
 
@@ -334,11 +336,12 @@ def load_swin_state_dict(model: nn.Module,
             report.unexpected.append(key)
 
     if not candidates:
+        examples = (f', e.g. {_abbreviate(list(state_dict)[:5])}'
+                    if state_dict else '')
         raise RuntimeError(
             f'{filename} holds no weight of the Swin backbone '
-            f'{type(model).__name__} ({len(state_dict)} tensors, e.g. '
-            f'{_abbreviate(list(state_dict)[:5])}); is it a checkpoint of '
-            f'another model?')
+            f'{type(model).__name__} ({len(state_dict)} tensors{examples}); '
+            f'is it a checkpoint of another model?')
 
     for key, value in candidates.items():
         target = targets[key]
@@ -448,8 +451,14 @@ def load_pretrained_swin(model: nn.Module,
 
 
 __all__ = [
-    'MERGE_ORDER', 'SwinLoadReport', 'load_checkpoint_file',
-    'extract_state_dict', 'is_official_swin', 'convert_official_swin',
-    'resize_relative_position_table', 'load_swin_state_dict',
-    'log_swin_load_report', 'load_pretrained_swin'
+    'MERGE_ORDER',
+    'SwinLoadReport',
+    'convert_official_swin',
+    'extract_state_dict',
+    'is_official_swin',
+    'load_checkpoint_file',
+    'load_pretrained_swin',
+    'load_swin_state_dict',
+    'log_swin_load_report',
+    'resize_relative_position_table'
 ]

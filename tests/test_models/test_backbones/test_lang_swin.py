@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
-from torch import nn
-
 from mmseg.models.backbones import SwinTransformer
 from mmseg.models.utils.embed import PatchMerging
 from mmseg.registry import MODELS
+from torch import nn
+
 from mmseg_ris.models.backbones import LangSwinTransformer
-from mmseg_ris.models.utils import (convert_official_swin,
-                                    load_pretrained_swin)
+from mmseg_ris.models.utils import convert_official_swin, load_pretrained_swin
 
 TINY = dict(
     embed_dims=16,
@@ -84,7 +83,8 @@ class TinyStagedTextEncoder(BaseModule):
 
 @MODELS.register_module(force=True)
 class ShiftFusion(BaseModule):
-    """Fake fusion: ``x + stream_shift``, ``x + out_shift``, ``lang + lang_shift``."""
+    """Fake fusion: returns ``x + stream_shift`` (stream), ``x + out_shift``
+    (output) and ``lang + lang_shift``."""
 
     def __init__(self, vis_channels, lang_channels, stream_shift=0.,
                  out_shift=0., lang_shift=0., init_cfg=None):
@@ -560,8 +560,8 @@ def test_missing_and_unexpected_keys_are_reported(tmp_path, log_records):
     model.init_weights()
     warnings = messages(log_records, logging.WARNING)
     assert len(warnings) == 2
-    missing = [w for w in warnings if 'missing keys' in w][0]
-    unexpected = [w for w in warnings if 'unexpected keys' in w][0]
+    missing = next(w for w in warnings if 'missing keys' in w)
+    unexpected = next(w for w in warnings if 'unexpected keys' in w)
     assert path in missing
     assert missing.endswith(': stages.1.blocks.0.ffn.layers.0.0.weight')
     assert unexpected.endswith(': extra.weight')

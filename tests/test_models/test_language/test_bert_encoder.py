@@ -8,6 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BertModel
 
+from mmengine.model import BaseModule
+
 from mmseg.registry import MODELS
 from mmseg_ris.models.language import BertLanguageEncoder
 from mmseg_ris.utils import resolve_path
@@ -202,9 +204,10 @@ def test_invalid_arguments():
         tiny_encoder(trainable_layers=[0, 4, 7])
     with pytest.raises(ValueError, match='duplicates'):
         tiny_encoder(trainable_layers=[1, 1])
-    with pytest.raises(ValueError, match='ignores the additive padding'):
+    # FlexAttention cannot take a (B, 1, 1, L) additive mask.
+    with pytest.raises(ValueError, match="'flex_attention' ignores"):
         BertLanguageEncoder(
-            config=dict(TINY, attn_implementation='flash_attention_2'),
+            config=dict(TINY, attn_implementation='flex_attention'),
             stages=(4, ))
     enc = tiny_encoder()
     ids, mask = tokens([2], 4)
@@ -298,12 +301,23 @@ def test_init_weights_keeps_pretrained(saved_tiny):
     assert before.keys() == after.keys()
     for k in before:
         assert torch.equal(before[k], after[k]), k
-    # Hugging Face's own initialiser would have changed them: the check above
-    # is not vacuous.
-    enc.bert._init_weights(enc.bert.encoder.layer[0].attention.self.query)
-    assert not torch.equal(
-        enc.bert.encoder.layer[0].attention.self.query.weight,
-        before['bert.encoder.layer.0.attention.self.query.weight'])
+
+
+def test_init_weights_skips_hf_initialiser(saved_tiny):
+    _, path = saved_tiny
+    # mmengine's recursion calls `init_weights` of every child it does not
+    # consider initialised; for the HF model that is PreTrainedModel's
+    # initialiser, which must never run on loaded weights.
+    enc = BertLanguageEncoder(pretrained=path, stages=(4, ))
+    calls = []
+    enc.bert.init_weights = lambda: calls.append('bert')
+    enc.init_weights()
+    assert calls == []
+    # The plain mmengine recursion would have called it: the check has teeth.
+    fresh = BertLanguageEncoder(pretrained=path, stages=(4, ))
+    fresh.bert.init_weights = lambda: calls.append('bert')
+    BaseModule.init_weights(fresh)
+    assert calls == ['bert']
 
 
 def test_init_cfg_pretrained_still_applies(tmp_path):
