@@ -6,8 +6,8 @@ from typing import Dict, List, Optional
 
 import mmcv
 import numpy as np
-from mmengine.utils import ProgressBar
 
+from ..utils import progress_bar
 from ..visualization import draw_ris_overlay
 
 
@@ -49,7 +49,7 @@ def split_statistics(dataset,
     render_at = set(np.linspace(0, n - 1, num_render).round().astype(int).tolist()) if num_render and n else set()
     if render_dir and render_at:
         os.makedirs(render_dir, exist_ok=True)
-    bar = ProgressBar(n) if progress and n else None
+    bar = progress_bar(total=n, desc=f'scan {dataset.split}', enable=progress)
     for idx in range(n):
         info = dataset.get_data_info(idx)
         images.add(info['img_id'])
@@ -73,10 +73,8 @@ def split_statistics(dataset,
                                    caption=f'{info.get("expr_type") or ""} ref {info["ref_id"]} '
                                            f'sent {info["sent_id"]}')
             mmcv.imwrite(vis, osp.join(render_dir, f'{dataset.split}_{idx:06d}.png'))
-        if bar:
-            bar.update()
-    if bar:
-        print()
+        bar.update()
+    bar.close()
     area_fracs = [a for a in area_by_ref.values() if a is not None]
     lengths = np.asarray(token_lengths)
     return dict(

@@ -41,6 +41,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..utils import progress_bar
+
 __all__ = ['generate_synthetic_refcoco']
 
 # ----------------------------------------------------------------- vocabulary
@@ -1100,7 +1102,7 @@ def generate_synthetic_refcoco(out_dir: str,
         out_dir (str): Output root (created if needed; files are overwritten).
         num_images (int): Number of images, at least 4. Defaults to 2000.
         seed (int): Non-negative random seed. Defaults to 0.
-        progress (bool): Show an mmengine progress bar. Defaults to False.
+        progress (bool): Show a progress bar. Defaults to False.
 
     Returns:
         dict: Statistics: ``num_images``, ``seed``, ``instances`` (annotation
@@ -1134,10 +1136,7 @@ def generate_synthetic_refcoco(out_dir: str,
     images, annotations = [], []
     inst_stats = {'annotations': 0, 'rle_annotations': 0,
                   'multi_part_annotations': 0}
-    bar = None
-    if progress:
-        from mmengine.utils import ProgressBar
-        bar = ProgressBar(num_images)
+    bar = progress_bar(total=num_images, desc='synthetic images', enable=progress)
     next_ann_id = 1_000_001
     for idx in range(num_images):
         image_id = idx + 1
@@ -1224,10 +1223,8 @@ def generate_synthetic_refcoco(out_dir: str,
                           prog)
             gr.add(image_id, [-1], [-1], split,
                    [gr.sentence(r, t) for r, t in texts], no_target=True)
-        if bar is not None:
-            bar.update()
-    if bar is not None:
-        print()
+        bar.update()
+    bar.close()
 
     instances = {
         'info': _INSTANCES_INFO,

@@ -1,4 +1,6 @@
 from .checkpoint import checkpoint_safe_globals, register_checkpoint_safe_globals
 from .path import resolve_path
+from .progress import progress_bar
 
-__all__ = ['resolve_path', 'checkpoint_safe_globals', 'register_checkpoint_safe_globals']
+__all__ = ['resolve_path', 'checkpoint_safe_globals', 'register_checkpoint_safe_globals',
+           'progress_bar']

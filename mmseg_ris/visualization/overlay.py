@@ -15,10 +15,12 @@ GT_COLOR = (60, 200, 60)
 
 
 def _blend(image: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int],
-           alpha: float) -> np.ndarray:
+           alpha: float, dim: float) -> np.ndarray:
+    """Tint the mask and dim everything else, so the referent stands out whatever its colour."""
     out = image.astype(np.float32)
     sel = mask.astype(bool)
     out[sel] = (1 - alpha) * out[sel] + alpha * np.asarray(color, np.float32)
+    out[~sel] *= dim
     return out.clip(0, 255).astype(np.uint8)
 
 
@@ -40,7 +42,8 @@ def draw_ris_overlay(image: np.ndarray,
                      text: str,
                      gt_mask: Optional[np.ndarray] = None,
                      caption: Optional[str] = None,
-                     alpha: float = 0.5,
+                     alpha: float = 0.4,
+                     dim: float = 0.45,
                      min_width: int = 320,
                      color: Tuple[int, int, int] = PRED_COLOR) -> np.ndarray:
     """Overlay a binary mask on an image and write the expression below it.
@@ -52,6 +55,7 @@ def draw_ris_overlay(image: np.ndarray,
         gt_mask (np.ndarray, optional): Ground truth, drawn as a green outline.
         caption (str, optional): A second line, e.g. ``'IoU 0.83'``.
         alpha (float): Opacity of the filled mask.
+        dim (float): Brightness factor outside the mask (1 keeps the image as it is).
         min_width (int): Small images are enlarged (nearest) to at least this width so text stays legible.
         color (tuple): BGR colour of the filled mask.
 
@@ -66,13 +70,18 @@ def draw_ris_overlay(image: np.ndarray,
             raise ValueError(f'draw_ris_overlay: {name} has shape {m.shape[:2]}, the image {(h, w)}')
     out = image.copy()
     if mask is not None:
-        out = _blend(out, mask, color, alpha)
+        out = _blend(out, mask, color, alpha, dim)
     scale = max(1, int(np.ceil(min_width / max(w, 1))))
+
+    def up(m):
+        return np.repeat(np.repeat(m.astype(bool), scale, axis=0), scale, axis=1)
+
     if scale > 1:
         out = np.repeat(np.repeat(out, scale, axis=0), scale, axis=1)
+    if mask is not None:
+        out = _outline(out, up(mask), color)
     if gt_mask is not None:
-        big_gt = np.repeat(np.repeat(gt_mask.astype(bool), scale, axis=0), scale, axis=1)
-        out = _outline(out, big_gt, GT_COLOR)
+        out = _outline(out, up(gt_mask), GT_COLOR)
     return _add_caption(out, [text] + ([caption] if caption else []))
 
 

@@ -1,16 +1,17 @@
 """BERT text encoder that can be run stage by stage (LAVT / MagNet)."""
+import itertools
 import logging
 import os
 import os.path as osp
-from typing import List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
+from mmseg.registry import MODELS
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel
 
-from mmseg.registry import MODELS
 from mmseg_ris.utils import resolve_path
 
 # Finite "minus infinity" of the additive attention mask (BERT's original
@@ -84,8 +85,10 @@ class BertLanguageEncoder(BaseModule):
 
     Raises:
         ValueError: If neither ``pretrained`` nor ``config`` is given, if
-            ``stages`` or ``trainable_layers`` do not fit the number of
-            layers, or if the attention implementation ignores padding masks.
+            ``config`` has keys ``BertConfig`` does not know, if ``stages``
+            or ``trainable_layers`` do not fit the number of layers, or if
+            the attention implementation ignores padding masks.
+        TypeError: If ``config`` is not a dict.
         FileNotFoundError: If the pretrained folder, its ``config.json`` or
             its weight file is missing.
         RuntimeError: If the checkpoint lacks encoder weights or has weights
@@ -93,17 +96,17 @@ class BertLanguageEncoder(BaseModule):
     """
 
     def __init__(self,
-                 pretrained: Optional[str] = None,
-                 config: Optional[dict] = None,
+                 pretrained: str | None = None,
+                 config: dict | None = None,
                  stages: Sequence[int] = (12, ),
-                 trainable_layers: Optional[Sequence[int]] = None,
+                 trainable_layers: Sequence[int] | None = None,
                  train_embeddings: bool = True,
-                 init_cfg: Union[dict, List[dict], None] = None) -> None:
+                 init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if pretrained is None and config is None:
-            raise ValueError('BertLanguageEncoder: give `pretrained` (a Hugging '
-                             'Face model folder) and/or `config` (BertConfig '
-                             'kwargs); both are None')
+            raise ValueError(
+                'BertLanguageEncoder: give `pretrained` (a Hugging Face model '
+                'folder) and/or `config` (BertConfig kwargs); both are None')
         if config is not None and not isinstance(config, dict):
             raise TypeError(f'BertLanguageEncoder: `config` must be a dict of '
                             f'BertConfig kwargs, got {type(config).__name__}')
@@ -120,7 +123,7 @@ class BertLanguageEncoder(BaseModule):
         bounds = [0]
         for n in self.stages:
             bounds.append(bounds[-1] + n)
-        self._stage_ranges = list(zip(bounds[:-1], bounds[1:]))
+        self._stage_ranges = list(itertools.pairwise(bounds))
 
         self.trainable_layers = self._check_trainable(trainable_layers,
                                                       num_layers)
@@ -131,20 +134,40 @@ class BertLanguageEncoder(BaseModule):
     # construction helpers
     # ------------------------------------------------------------------
     @staticmethod
-    def _build_random(config: dict) -> BertModel:
-        """Build a randomly initialised BERT from ``BertConfig`` kwargs."""
+    def _split_config(config: dict) -> tuple[dict, str]:
+        """Check the BertConfig kwargs and take out the attention kernel.
+
+        ``BertConfig`` stores unknown keys silently, so a misspelt one (e.g.
+        ``hidden_dropout``) would be ignored without this check.
+
+        Returns:
+            tuple[dict, str]: The config entries and the attention
+            implementation (``'sdpa'`` unless given).
+        """
         cfg = dict(config)
-        cfg.setdefault('attn_implementation', 'sdpa')
+        attn = cfg.pop('attn_implementation', 'sdpa')
+        known = set(BertConfig().to_dict())
+        unknown = sorted(k for k in cfg if k not in known)
+        if unknown:
+            raise ValueError(
+                f'BertLanguageEncoder: unknown BertConfig keys {unknown} in '
+                f'`config` (known: {sorted(known)} and attn_implementation)')
+        return cfg, attn
+
+    @classmethod
+    def _build_random(cls, config: dict) -> BertModel:
+        """Build a randomly initialised BERT from ``BertConfig`` kwargs."""
+        cfg, attn = cls._split_config(config)
         try:
-            bert_cfg = BertConfig(**cfg)
+            bert_cfg = BertConfig(attn_implementation=attn, **cfg)
         except (TypeError, ValueError) as e:
             raise ValueError(
                 f'BertLanguageEncoder: invalid BertConfig kwargs {config}: '
                 f'{e}') from e
         return BertModel(bert_cfg, add_pooling_layer=False)
 
-    @staticmethod
-    def _load_pretrained(pretrained: str, overrides: dict) -> BertModel:
+    @classmethod
+    def _load_pretrained(cls, pretrained: str, overrides: dict) -> BertModel:
         """Load a local Hugging Face BERT and check that every weight came.
 
         Args:
@@ -169,18 +192,20 @@ class BertLanguageEncoder(BaseModule):
                 f'BertLanguageEncoder: {path!r} has none of the weight files '
                 f'{list(_WEIGHT_FILES)} (it holds {present})')
 
-        kwargs = dict(overrides)
-        kwargs.setdefault('attn_implementation', 'sdpa')
-        # float32 regardless of the stored dtype: mixed precision is the
-        # runner's business (AMP), not the checkpoint's.
+        cfg, attn = cls._split_config(overrides)
+        bert_cfg = BertConfig.from_json_file(osp.join(path, 'config.json'))
+        bert_cfg.update(cfg)
         try:
+            # float32 regardless of the stored dtype: mixed precision is the
+            # runner's business (AMP), not the checkpoint's.
             bert, info = BertModel.from_pretrained(
                 path,
+                config=bert_cfg,
+                attn_implementation=attn,
                 add_pooling_layer=False,
                 local_files_only=True,
                 output_loading_info=True,
-                dtype=torch.float32,
-                **kwargs)
+                dtype=torch.float32)
         except RuntimeError as e:
             # Hugging Face refuses weights of the wrong shape; say which
             # folder and which overrides caused it.
@@ -191,8 +216,8 @@ class BertLanguageEncoder(BaseModule):
         # Buffers such as position ids are rebuilt deterministically, so only
         # missing parameters matter.
         param_names = {name for name, _ in bert.named_parameters()}
-        missing = sorted(k for k in info.get('missing_keys', ())
-                         if k in param_names)
+        missing = sorted(
+            k for k in info.get('missing_keys', ()) if k in param_names)
         if missing:
             raise RuntimeError(
                 f'BertLanguageEncoder: checkpoint in {path!r} lacks '
@@ -219,11 +244,12 @@ class BertLanguageEncoder(BaseModule):
             raise ValueError(
                 f'BertLanguageEncoder: attention implementation {impl!r} '
                 f'ignores or rejects the additive (B, 1, 1, L) padding mask; '
-                f'use one of '
-                f'{_MASK_AWARE_ATTN} (config attn_implementation)')
+                f'set `attn_implementation` in `config` to one of '
+                f'{_MASK_AWARE_ATTN}')
 
     @staticmethod
-    def _check_stages(stages: Sequence[int], num_layers: int) -> Tuple[int]:
+    def _check_stages(stages: Sequence[int],
+                      num_layers: int) -> tuple[int, ...]:
         """Check that the stages are positive and cover every layer once."""
         try:
             stages = tuple(int(n) for n in stages)
@@ -243,8 +269,8 @@ class BertLanguageEncoder(BaseModule):
         return stages
 
     @staticmethod
-    def _check_trainable(trainable_layers: Optional[Sequence[int]],
-                         num_layers: int) -> Tuple[int]:
+    def _check_trainable(trainable_layers: Sequence[int] | None,
+                         num_layers: int) -> tuple[int, ...]:
         """Normalise ``trainable_layers`` to sorted, valid layer indices."""
         if trainable_layers is None:
             return tuple(range(num_layers))
@@ -274,10 +300,12 @@ class BertLanguageEncoder(BaseModule):
         """Initialise weights without touching the Hugging Face model.
 
         mmengine's recursion would call ``PreTrainedModel.init_weights`` on
-        ``self.bert`` and re-draw pretrained weights. The BERT weights were
-        set when the model was built (random) or loaded (pretrained), so it
-        is marked initialised; the module's own ``init_cfg`` (e.g. type
-        ``'Pretrained'``) is still applied by the parent class.
+        ``self.bert``, i.e. Hugging Face's initialiser, which re-draws
+        weights unless the installed transformers version recognises them as
+        loaded. The BERT weights were set when the model was built (random)
+        or loaded (pretrained), so it is marked initialised and skipped; the
+        module's own ``init_cfg`` (e.g. type ``'Pretrained'``) is still
+        applied by the parent class.
         """
         self.bert.is_init = True
         super().init_weights()
@@ -315,7 +343,7 @@ class BertLanguageEncoder(BaseModule):
         """nn.Embedding: The token embedding table (shared, not a copy)."""
         return self.bert.embeddings.word_embeddings
 
-    def stage_layers(self, k: int) -> List[nn.Module]:
+    def stage_layers(self, k: int) -> list[nn.Module]:
         """The encoder layers of stage ``k``.
 
         Args:
@@ -327,7 +355,7 @@ class BertLanguageEncoder(BaseModule):
         start, end = self._stage_range(k)
         return list(self.bert.encoder.layer[start:end])
 
-    def _stage_range(self, k: int) -> Tuple[int, int]:
+    def _stage_range(self, k: int) -> tuple[int, int]:
         if not isinstance(k, int) or not 0 <= k < self.num_stages:
             raise IndexError(
                 f'BertLanguageEncoder: stage {k!r} does not exist; the '
@@ -367,13 +395,13 @@ class BertLanguageEncoder(BaseModule):
             raise ValueError(
                 f'BertLanguageEncoder: {input_ids.shape[1]} tokens exceed the '
                 f'{self.max_length} position embeddings of the model')
-        if input_ids.numel() and (int(input_ids.min()) < 0 or
-                                  int(input_ids.max()) >= self.vocab_size):
-            raise ValueError(
-                f'BertLanguageEncoder: token ids must lie in [0, '
-                f'{self.vocab_size}), got min {int(input_ids.min())} and max '
-                f'{int(input_ids.max())} (tokenizer and model vocabularies '
-                f'differ?)')
+        if input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(
+                    f'BertLanguageEncoder: token ids must lie in [0, '
+                    f'{self.vocab_size}), got min {low} and max {high} '
+                    f'(tokenizer and model vocabularies differ?)')
 
     def embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Embed the tokens (word + absolute position + token type 0).
@@ -385,6 +413,10 @@ class BertLanguageEncoder(BaseModule):
 
         Returns:
             Tensor: (B, L, C) embeddings, C = :attr:`hidden_size`.
+
+        Raises:
+            ValueError: If the shapes disagree, the sequence is longer than
+                the position embeddings or an id is outside the vocabulary.
         """
         self._check_tokens(input_ids, attention_mask)
         token_type_ids = torch.zeros_like(input_ids)
@@ -403,6 +435,9 @@ class BertLanguageEncoder(BaseModule):
 
         Returns:
             Tensor: (B, L, C) hidden states after the stage.
+
+        Raises:
+            IndexError: If stage ``k`` does not exist.
         """
         start, end = self._stage_range(k)
         if hidden.shape[:2] != attention_mask.shape:

