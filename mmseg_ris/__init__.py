@@ -11,6 +11,6 @@ from .version import __version__
 
 register_checkpoint_safe_globals()
 
-from . import datasets, evaluation, models, visualization  # noqa: E402,F401  (registration)
+from . import datasets, engine, evaluation, models, visualization  # noqa: E402,F401  (registration)
 
 __all__ = ['__version__']

@@ -1,0 +1,3 @@
+from .ris_visualization_hook import RISVisualizationHook, render_sample, sample_iou
+
+__all__ = ['RISVisualizationHook', 'render_sample', 'sample_iou']
