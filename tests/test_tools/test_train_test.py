@@ -3,7 +3,10 @@
 A tiny LAVT (``tests/tiny_configs.py``) trains for 12 iterations on a
 24-image synthetic RefCOCO set, with a checkpoint every 3 iterations. Two runs
 start together: the uninterrupted reference, and a run that is SIGKILLed as
-soon as its first checkpoint is complete.
+soon as its first checkpoint is complete. Then ``tools/test.py`` evaluates the
+reference's final checkpoint, the killed run is resumed with ``--resume`` and
+a third run resumes from the reference's ``iter_6.pth`` with
+``--resume PATH`` (all three side by side; see the ``runs`` fixture).
 
 Resuming is checked against the reference run:
 
@@ -40,6 +43,7 @@ from tiny_configs import IMG_SIZE, REPO_ROOT, tool_env, write_tiny_train_config
 
 MAX_ITERS = 12
 INTERVAL = 3
+PATH_RESUME_ITER = 2 * INTERVAL
 TRAIN = osp.join(REPO_ROOT, 'tools', 'train.py')
 TEST = osp.join(REPO_ROOT, 'tools', 'test.py')
 TIMEOUT = 300
@@ -63,10 +67,6 @@ def finish(proc, log_path):
         text = f.read()
     assert rc == 0, f'{proc.args} failed ({rc}):\n{text[-4000:]}'
     return text
-
-
-def run(args, log_path):
-    return finish(start(args, log_path), log_path)
 
 
 def logged_lrs(log):
@@ -102,25 +102,28 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def runs(setup):
-    """The reference run and a run killed after its first checkpoint.
+    """Every tool run of this module, in two rounds of concurrent processes.
 
-    Both start at once (one thread each, so they share the cores). The victim
-    is killed as soon as ``last_checkpoint`` names a checkpoint: mmengine
-    writes that file only after the checkpoint itself is complete.
+    Round 1: the reference run and a run that is killed as soon as
+    ``last_checkpoint`` names a checkpoint (mmengine writes that file only
+    after the checkpoint itself is complete). Round 2, once the reference is
+    done: ``tools/test.py`` on its final checkpoint, ``--resume`` (auto) in
+    the killed run's work dir, and ``--resume PATH`` from the reference's
+    ``iter_6.pth`` into a new work dir. Each process has one thread, so
+    running them side by side uses the cores without slowing each other.
     """
-    ref_dir = setup.root / 'reference'
-    killed_dir = setup.root / 'killed'
-    ref_log = setup.root / 'reference.log'
-    killed_log = setup.root / 'killed.log'
-    ref = start([TRAIN, setup.cfg, '--work-dir', ref_dir], ref_log)
-    victim = start([TRAIN, setup.cfg, '--work-dir', killed_dir], killed_log)
+    root = setup.root
+    ref_dir, killed_dir = root / 'reference', root / 'killed'
+    ref = start([TRAIN, setup.cfg, '--work-dir', ref_dir], root / 'ref.log')
+    victim = start([TRAIN, setup.cfg, '--work-dir', killed_dir],
+                   root / 'killed.log')
     last = killed_dir / 'last_checkpoint'
     deadline = time.monotonic() + TIMEOUT
     try:
         while not (last.exists() and last.read_text().strip()):
             assert victim.poll() is None, (
                 'the run to interrupt ended before its first checkpoint:\n'
-                + killed_log.read_text()[-4000:])
+                + (root / 'killed.log').read_text()[-4000:])
             assert time.monotonic() < deadline, 'no checkpoint in time'
             time.sleep(0.02)
         victim.send_signal(signal.SIGKILL)
@@ -128,10 +131,24 @@ def runs(setup):
     finally:
         if victim.poll() is None:
             victim.kill()
+    killed_ckpt = last.read_text().strip()
+    ref_log = finish(ref, root / 'ref.log')
+
+    jobs = dict(
+        test=[TEST, setup.cfg, ref_dir / f'iter_{MAX_ITERS}.pth', '--out',
+              root / 'test_out', '--work-dir', root / 'test_work'],
+        auto_resume=[TRAIN, setup.cfg, '--work-dir', killed_dir, '--resume'],
+        path_resume=[TRAIN, setup.cfg, '--work-dir', root / 'path_resume',
+                     '--resume', ref_dir / f'iter_{PATH_RESUME_ITER}.pth'])
+    procs = {name: start(args, root / f'{name}.log')
+             for name, args in jobs.items()}
+    logs = {name: finish(proc, root / f'{name}.log')
+            for name, proc in procs.items()}
     return SimpleNamespace(
-        ref_dir=ref_dir, ref_log=finish(ref, ref_log), killed_dir=killed_dir,
-        killed_rc=victim.returncode,
-        killed_ckpt=(killed_dir / 'last_checkpoint').read_text().strip())
+        ref_dir=ref_dir, ref_log=ref_log, killed_dir=killed_dir,
+        killed_rc=victim.returncode, killed_ckpt=killed_ckpt,
+        test_out=root / 'test_out', test_work=root / 'test_work',
+        path_resume_dir=root / 'path_resume', **logs)
 
 
 def test_train_logs_every_iteration_and_saves_checkpoints(runs):
@@ -174,11 +191,8 @@ def test_no_unsafe_checkpoint_loading_in_code():
     assert offenders == []
 
 
-def test_test_tool_scores_every_sentence(setup, runs, tmp_path):
-    out_dir = tmp_path / 'out'
-    log = run([TEST, setup.cfg, runs.ref_dir / f'iter_{MAX_ITERS}.pth',
-               '--out', out_dir, '--work-dir', tmp_path / 'work'],
-              tmp_path / 'test.log')
+def test_test_tool_scores_every_sentence(setup, runs):
+    out_dir, log = runs.test_out, runs.test
     assert 'Load checkpoint from' in log
 
     # The expected sentences, read from the refs file itself.
@@ -215,7 +229,7 @@ def test_test_tool_scores_every_sentence(setup, runs, tmp_path):
     assert float(printed[-1]) == pytest.approx(round(overall['oIoU'], 2),
                                                abs=1e-9)
     # ... and the same figure is recorded in the work dir's JSON log.
-    json_logs = glob.glob(str(tmp_path / 'work' / '*' / '*.json'))
+    json_logs = glob.glob(str(runs.test_work / '*' / '*.json'))
     assert len(json_logs) == 1
     with open(json_logs[0]) as f:
         recorded = [json.loads(line) for line in f if line.strip()]
@@ -233,16 +247,14 @@ def check_resumed(log, k, reference_log):
     return lrs
 
 
-def test_resume_after_kill(setup, runs, tmp_path):
+def test_resume_after_kill(runs):
     assert runs.killed_rc == -signal.SIGKILL
     match = re.fullmatch(r'.*iter_(\d+)\.pth', runs.killed_ckpt)
     k = int(match.group(1))
     # Killed mid-run, at a checkpoint boundary.
     assert 0 < k < MAX_ITERS and k % INTERVAL == 0
-    assert not (runs.killed_dir / f'iter_{MAX_ITERS}.pth').exists()
 
-    log = run([TRAIN, setup.cfg, '--work-dir', runs.killed_dir, '--resume'],
-              tmp_path / 'resume.log')
+    log = runs.auto_resume
     assert re.search(r'Auto resumed from the latest checkpoint \S*'
                      rf'iter_{k}\.pth', log), log[-3000:]
     lrs = check_resumed(log, k, runs.ref_log)
@@ -252,11 +264,8 @@ def test_resume_after_kill(setup, runs, tmp_path):
                         runs.ref_dir / f'iter_{MAX_ITERS}.pth')
 
 
-def test_resume_from_given_checkpoint(setup, runs, tmp_path):
-    k = 2 * INTERVAL
-    work_dir = tmp_path / 'work'
-    log = run([TRAIN, setup.cfg, '--work-dir', work_dir, '--resume',
-               runs.ref_dir / f'iter_{k}.pth'], tmp_path / 'resume.log')
+def test_resume_from_given_checkpoint(runs):
+    k, work_dir, log = PATH_RESUME_ITER, runs.path_resume_dir, runs.path_resume
     assert f'Load checkpoint from {runs.ref_dir / f"iter_{k}.pth"}' in log
     check_resumed(log, k, runs.ref_log)
     # Only the remaining checkpoints are written in the new work dir.

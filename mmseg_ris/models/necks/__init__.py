@@ -1,4 +1,5 @@
 # -- fusion modules (one line per module) --
+from .cam import CAM  # noqa: F401
 from .gates import TanhGate  # noqa: F401
 from .pwam import PWAM  # noqa: F401
 

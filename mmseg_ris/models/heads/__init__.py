@@ -1,0 +1,4 @@
+# -- training-only auxiliary heads (one line per module) --
+from .mask_grounding_head import MaskGroundingHead  # noqa: F401
+
+__all__ = ['MaskGroundingHead']
