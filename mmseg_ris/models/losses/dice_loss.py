@@ -1,7 +1,6 @@
 """Dice loss on the foreground of a one-channel (sigmoid) prediction."""
 from typing import Optional
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 

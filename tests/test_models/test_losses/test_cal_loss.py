@@ -189,3 +189,14 @@ def test_registry_and_errors():
         CrossModalAlignmentLoss()(feats, target, text[:, :2])
     with pytest.raises(ValueError, match=r'found \[3\]'):
         loss(feats, target.masked_fill(target == 255, 3), text)
+
+
+def test_float32_under_autocast():
+    feats, target, text = make_inputs()
+    feats, text = feats.bfloat16(), text.bfloat16()
+    loss_fn = CrossModalAlignmentLoss(chunk_size=2)
+    expected = loss_fn(feats.float(), target, text.float())
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = loss_fn(feats, target, text)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected)

@@ -34,7 +34,7 @@ def linear(layer, inp):
 
 
 def adaptive_pool(fmap, k):
-    """(C, H, W) -> (k*k, C) with PyTorch's bins [floor(iH/k), ceil((i+1)H/k))."""
+    """(C, H, W) -> (k*k, C), bins [floor(i H / k), ceil((i + 1) H / k))."""
     _, h, w = fmap.shape
     rows = []
     for i in range(k):
@@ -59,8 +59,9 @@ def reference(module, x, hw, lang, mask):
                 tokens = x[b]
             else:
                 tokens = adaptive_pool(x[b].T.reshape(C, h, w), branch.scale)
-            hid = F.layer_norm(linear(mlp.fc1, tokens), (mlp.fc1.out_features,),
-                               mlp.norm.weight, mlp.norm.bias, eps=1e-6)
+            hid = linear(mlp.fc1, tokens)
+            hid = F.layer_norm(hid, (hid.shape[-1], ), mlp.norm.weight,
+                               mlp.norm.bias, eps=1e-6)
             pk = linear(mlp.fc3, F.gelu(linear(mlp.fc2, hid)))  # eq. 6
             q = linear(att.vis_proj, pk)
             k = linear(att.lang_proj, words)
