@@ -6,7 +6,7 @@
 #   python tools/train.py configs/lavt/lavt_tiny_synthetic.py
 _base_ = [
     '../_base_/models/lavt_swin-b_bert-base.py', '../_base_/datasets/synthetic_refcoco.py',
-    '../_base_/default_runtime.py'
+    '../_base_/default_runtime.py', '../_base_/schedules/schedule_cpu_synthetic.py'
 ]
 img_scale = (128, 128)
 norm_cfg = dict(type='BN', requires_grad=True)
@@ -26,36 +26,10 @@ model = dict(
             train_embeddings=False),
         init_cfg=None),
     decode_head=dict(in_channels=(32, 64, 128, 256), channels=64, norm_cfg=norm_cfg))
-
-max_iters = 3000
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.01),
-    # the pretrained text encoder moves slowly; the visual side starts from scratch
-    paramwise_cfg=dict(custom_keys={
-        'text_encoder': dict(lr_mult=0.1),
-        'norm': dict(decay_mult=0.),
-        'relative_position_bias_table': dict(decay_mult=0.),
-    }),
-    clip_grad=dict(max_norm=1.0))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='PolyLR', power=0.9, eta_min=0.0, by_epoch=False, begin=100, end=max_iters),
-]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 train_dataloader = dict(
     batch_size=16, num_workers=2, persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True))
 val_dataloader = dict(batch_size=16, num_workers=2, persistent_workers=True)
 test_dataloader = val_dataloader
+# CPU: gloo for tools/dist_train.sh
 env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000, max_keep_ckpts=2),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='RISVisualizationHook'))
-randomness = dict(seed=0)

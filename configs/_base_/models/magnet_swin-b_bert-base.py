@@ -48,6 +48,33 @@ model = dict(
         in_channels=(128, 256, 512, 1024),
         channels=256,
         lang_channels=768,
+        num_queries=1,
+        # all four levels enter the deformable encoder (no extra FPN level); masks at stride 4
+        pixel_decoder=dict(
+            type='mmdet.MSDeformAttnPixelDecoder',
+            strides=[4, 8, 16, 32],
+            norm_cfg=dict(type='GN', num_groups=32),
+            act_cfg=dict(type='ReLU'),
+            encoder=dict(
+                num_layers=4,
+                layer_cfg=dict(
+                    self_attn_cfg=dict(embed_dims=256, num_heads=8, num_levels=4, num_points=4,
+                                       dropout=0.0, batch_first=True),
+                    ffn_cfg=dict(embed_dims=256, feedforward_channels=1024, num_fcs=2, ffn_drop=0.0,
+                                 act_cfg=dict(type='ReLU', inplace=True)))),
+            positional_encoding=dict(num_feats=128, normalize=True)),
+        # 9 layers of masked cross-attention -> self-attention -> FFN, one learned query
+        transformer_decoder=dict(
+            num_layers=9,
+            layer_cfg=dict(
+                self_attn_cfg=dict(embed_dims=256, num_heads=8, attn_drop=0.0, proj_drop=0.0,
+                                   batch_first=True),
+                cross_attn_cfg=dict(embed_dims=256, num_heads=8, attn_drop=0.0, proj_drop=0.0,
+                                    batch_first=True),
+                ffn_cfg=dict(embed_dims=256, feedforward_channels=2048, num_fcs=2, ffn_drop=0.0,
+                             act_cfg=dict(type='ReLU', inplace=True))),
+            init_cfg=None),
+        positional_encoding=dict(num_feats=128, normalize=True),
         loss_decode=[
             dict(type='CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True, loss_weight=2.0,
                  loss_name='loss_bce'),
