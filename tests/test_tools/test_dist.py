@@ -21,7 +21,6 @@ import json
 import os.path as osp
 import re
 import socket
-import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -33,7 +32,8 @@ from PIL import Image
 
 import mmseg_ris  # noqa: F401  (allow-lists the checkpoint classes)
 from mmseg_ris.datasets import generate_synthetic_refcoco
-from tiny_configs import IMG_SIZE, REPO_ROOT, tool_env, write_tiny_train_config
+from tiny_configs import (IMG_SIZE, REPO_ROOT, finish_tool, start_tool, stop_tools,
+                          write_tiny_train_config)
 
 MAX_ITERS = 12
 TIMEOUT = 300
@@ -44,21 +44,6 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
-
-
-def start(cmd, log_path, **env):
-    with open(log_path, 'w') as log:
-        return subprocess.Popen([str(c) for c in cmd], cwd=REPO_ROOT,
-                                env=tool_env(**env), stdout=log,
-                                stderr=subprocess.STDOUT)
-
-
-def finish(proc, log_path):
-    rc = proc.wait(timeout=TIMEOUT)
-    with open(log_path) as f:
-        text = f.read()
-    assert rc == 0, f'{proc.args} failed ({rc}):\n{text[-4000:]}'
-    return text
 
 
 def results(out_dir):
@@ -74,7 +59,21 @@ def results(out_dir):
 def dist(tmp_path_factory):
     """Train with two processes, then test with two processes and with one
     (the two tests run side by side)."""
-    root = tmp_path_factory.mktemp('dist')
+    try:
+        yield _run_all(tmp_path_factory.mktemp('dist'))
+    finally:
+        stop_tools()  # whatever a failure left running
+
+
+def start(cmd, log_path, **env):
+    return start_tool(cmd, log_path, **env)
+
+
+def finish(proc, log_path):
+    return finish_tool(proc, log_path, timeout=TIMEOUT)
+
+
+def _run_all(root):
     data_root = str(root / 'synthetic')
     generate_synthetic_refcoco(data_root, num_images=24, seed=0)
     # Spaces in the paths check the quoting in tools/dist_*.sh.

@@ -27,7 +27,6 @@ import json
 import os.path as osp
 import re
 import signal
-import subprocess
 import sys
 import time
 from types import SimpleNamespace
@@ -39,7 +38,8 @@ from PIL import Image
 
 import mmseg_ris  # noqa: F401  (allow-lists the checkpoint classes)
 from mmseg_ris.datasets import generate_synthetic_refcoco
-from tiny_configs import IMG_SIZE, REPO_ROOT, tool_env, write_tiny_train_config
+from tiny_configs import (IMG_SIZE, REPO_ROOT, finish_tool, start_tool, stop_tools,
+                          write_tiny_train_config)
 
 MAX_ITERS = 12
 INTERVAL = 3
@@ -52,21 +52,12 @@ ITER_LINE = re.compile(r'Iter\(train\) \[\s*(\d+)/(\d+)\].*?\slr: (\S+)')
 
 
 def start(args, log_path):
-    """Start ``python ARGS`` in the repository with its output in a file
-    (a pipe nobody reads would block the child once full)."""
-    with open(log_path, 'w') as log:
-        return subprocess.Popen([sys.executable, *map(str, args)],
-                                cwd=REPO_ROOT, env=tool_env(), stdout=log,
-                                stderr=subprocess.STDOUT)
+    """Start ``python ARGS`` (this interpreter) in the repository."""
+    return start_tool([sys.executable, *args], log_path)
 
 
 def finish(proc, log_path):
-    """Wait for a process, require success and return its output."""
-    rc = proc.wait(timeout=TIMEOUT)
-    with open(log_path) as f:
-        text = f.read()
-    assert rc == 0, f'{proc.args} failed ({rc}):\n{text[-4000:]}'
-    return text
+    return finish_tool(proc, log_path, timeout=TIMEOUT)
 
 
 def logged_lrs(log):
@@ -112,6 +103,13 @@ def runs(setup):
     ``iter_6.pth`` into a new work dir. Each process has one thread, so
     running them side by side uses the cores without slowing each other.
     """
+    try:
+        yield _run_all(setup)
+    finally:
+        stop_tools()  # whatever a failure left running
+
+
+def _run_all(setup):
     root = setup.root
     ref_dir, killed_dir = root / 'reference', root / 'killed'
     ref = start([TRAIN, setup.cfg, '--work-dir', ref_dir], root / 'ref.log')
@@ -119,18 +117,14 @@ def runs(setup):
                    root / 'killed.log')
     last = killed_dir / 'last_checkpoint'
     deadline = time.monotonic() + TIMEOUT
-    try:
-        while not (last.exists() and last.read_text().strip()):
-            assert victim.poll() is None, (
-                'the run to interrupt ended before its first checkpoint:\n'
-                + (root / 'killed.log').read_text()[-4000:])
-            assert time.monotonic() < deadline, 'no checkpoint in time'
-            time.sleep(0.02)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=TIMEOUT)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
+    while not (last.exists() and last.read_text().strip()):
+        assert victim.poll() is None, (
+            'the run to interrupt ended before its first checkpoint:\n'
+            + (root / 'killed.log').read_text()[-4000:])
+        assert time.monotonic() < deadline, 'no checkpoint in time'
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=TIMEOUT)
     killed_ckpt = last.read_text().strip()
     ref_log = finish(ref, root / 'ref.log')
 

@@ -50,3 +50,6 @@ model = dict(
                          avg_non_ignore=True, loss_weight=1.0)),
     train_cfg=dict(),
     test_cfg=dict(output_size='input'))
+# The last stage's gated stream goes nowhere (no patch merging after stage 4; the decoder reads the PWAM
+# output), so its gate gets no gradient; DDP must tolerate that, as LAVT's own training script does.
+find_unused_parameters = True
