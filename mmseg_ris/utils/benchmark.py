@@ -269,6 +269,13 @@ def _pipeline_lists(cfg: Config) -> List[Tuple[str, list]]:
     return found
 
 
+def _tokenizer_exists(path: str) -> bool:
+    try:
+        return osp.isdir(resolve_path(path))
+    except FileNotFoundError:
+        return False
+
+
 def prepare_benchmark_config(cfg: Config) -> List[str]:
     """Rewrite a config in place so that it builds with random weights and reads no checkpoint.
 
@@ -279,8 +286,9 @@ def prepare_benchmark_config(cfg: Config) -> List[str]:
     * Every ``init_cfg`` of type ``Pretrained`` becomes None, other ``pretrained`` strings become None,
       ``load_from`` None and ``resume`` False.
     * ``SyncBN`` becomes ``BN``: the benchmark is one process without ``torch.distributed``.
-    * A ``TokenizeText`` whose tokenizer folder does not exist uses :data:`FALLBACK_TOKENIZER` (the
-      bert-base-uncased vocabulary), so the data pipeline runs without ``pretrained/``.
+    * A ``TokenizeText`` or model part (e.g. the Mask Grounding head) whose ``tokenizer`` folder does not
+      exist uses :data:`FALLBACK_TOKENIZER` (the bert-base-uncased vocabulary), so nothing needs
+      ``pretrained/``.
 
     Args:
         cfg (Config): The config to rewrite (modified in place).
@@ -316,6 +324,11 @@ def prepare_benchmark_config(cfg: Config) -> List[str]:
             else:
                 notes.append(f'{path}.pretrained: {d["pretrained"]!r} -> None')
             d['pretrained'] = None
+        tok = d.get('tokenizer')
+        if isinstance(tok, str) and not _tokenizer_exists(tok):
+            d['tokenizer'] = FALLBACK_TOKENIZER
+            notes.append(f'{path}.tokenizer: {tok!r} not found -> {FALLBACK_TOKENIZER!r} '
+                         '(bert-base-uncased vocabulary)')
 
     _walk(cfg.model, 'model', visit_model)
     if cfg.get('load_from'):
@@ -329,11 +342,7 @@ def prepare_benchmark_config(cfg: Config) -> List[str]:
             if not (isinstance(t, dict) and t.get('type') == 'TokenizeText'):
                 continue
             tok = t.get('tokenizer')
-            try:
-                exists = isinstance(tok, str) and osp.isdir(resolve_path(tok))
-            except FileNotFoundError:
-                exists = False
-            if isinstance(tok, str) and not exists:
+            if isinstance(tok, str) and not _tokenizer_exists(tok):
                 t['tokenizer'] = FALLBACK_TOKENIZER
                 fixed[where] = tok
     for where, tok in fixed.items():
