@@ -12,6 +12,8 @@ from torch import Tensor
 
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType
+
+from ..utils.fusion import check_fusion_inputs
 from .pwam import MASK_BIAS
 
 _GATE_INITS = ('zero_last', 'xavier')
@@ -337,20 +339,8 @@ class CAM(BaseModule):
     def _check_inputs(self, x: Tensor, hw: Sequence[int], lang: Tensor,
                       lang_mask: Tensor) -> None:
         """Raise a ValueError naming the argument whose shape is wrong."""
-        if x.dim() != 3 or x.shape[2] != self.vis_channels:
-            raise ValueError(f'CAM: x must be (B, H*W, {self.vis_channels}), '
-                             f'got {tuple(x.shape)}')
-        if len(hw) != 2 or hw[0] * hw[1] != x.shape[1]:
-            raise ValueError(f'CAM: hw={tuple(hw)} does not match the '
-                             f'{x.shape[1]} tokens of x')
-        if (lang.dim() != 3 or lang.shape[0] != x.shape[0]
-                or lang.shape[2] != self.lang_channels):
-            raise ValueError(f'CAM: lang must be (B={x.shape[0]}, L, '
-                             f'{self.lang_channels}), got {tuple(lang.shape)}')
-        if tuple(lang_mask.shape) != tuple(lang.shape[:2]):
-            raise ValueError(f'CAM: lang_mask must be (B, L)='
-                             f'{tuple(lang.shape[:2])}, got '
-                             f'{tuple(lang_mask.shape)}')
+        check_fusion_inputs('CAM', x, hw, lang, lang_mask,
+                            self.vis_channels, self.lang_channels)
 
     def forward(self, x: Tensor, hw: Sequence[int], lang: Tensor,
                 lang_mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
