@@ -117,7 +117,9 @@ _SIDES = ('left', 'right', 'top', 'bottom')
 _MIN_SIDE, _MAX_SIDE = 96, 192
 # Target shape area as a fraction of min(h, w) ** 2; the ranges are far
 # apart so "small" and "big" are obvious whatever the shape.
-_AREA_FRACTION = {'small': (0.018, 0.028), 'big': (0.062, 0.09)}
+# RefCOCO referents are large (often a fifth of the image); tiny shapes would leave almost nothing
+# but background to learn from.
+_AREA_FRACTION = {'small': (0.045, 0.065), 'big': (0.13, 0.18)}
 # Shape area / circumradius ** 2, so that equal-size shapes have equal areas.
 _AREA_FACTOR = {
     'circle': math.pi,
