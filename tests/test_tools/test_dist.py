@@ -80,7 +80,7 @@ def _run_all(root):
     cfg = write_tiny_train_config(
         str(root / 'tiny lavt dist.py'), data_root, max_iters=MAX_ITERS,
         checkpoint_interval=MAX_ITERS, warmup_iters=2, lr=3e-3,
-        class_weight=(0.03, 1.0), test_batch_size=1, log_interval=1)
+        class_weight=(0.08, 1.0), test_batch_size=1, log_interval=1)
     work_dir = root / 'train run'
     train_log = finish(
         start(['bash', 'tools/dist_train.sh', cfg, 2, '--work-dir', work_dir],
