@@ -20,6 +20,7 @@ synthetic pipeline's real token ids are valid inputs. Its dropouts are 0 so
 that a training run is a deterministic function of the data order, which the
 resume tests rely on (mmengine checkpoints do not store the RNG states).
 """
+import json
 import os
 import os.path as osp
 import pprint
@@ -45,6 +46,19 @@ HEAD_CHANNELS = 16
 BERT_HIDDEN = 32
 BERT_LAYERS = 2
 MAX_TOKENS = 20
+
+
+def write_tokenizer_dir(folder, vocab: Sequence[str]) -> str:
+    """Write a bert-base-uncased style tokenizer folder (``vocab.txt`` + config) and return its path.
+
+    Lets tests tokenise without the real 30,522-word vocabulary, with ids checkable by hand.
+    """
+    folder = str(folder)
+    with open(osp.join(folder, 'vocab.txt'), 'w', encoding='utf-8') as f:
+        f.write('\n'.join(vocab) + '\n')
+    with open(osp.join(folder, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
+        json.dump(dict(tokenizer_class='BertTokenizer', do_lower_case=True, model_max_length=512), f)
+    return folder
 
 
 def tiny_bert_config(vocab_size: int = VOCAB_SIZE, dropout: float = 0.0) -> dict:

@@ -5,7 +5,6 @@ integer corners ``x0 < x1``, ``y0 < y1`` to columns ``x0 .. x1 - 1`` and rows
 ``y0 .. y1 - 1``, so an axis-aligned square of side ``s`` has ``s * s``
 pixels. Token ids are line numbers of the tiny vocabulary written below.
 """
-import json
 import os.path as osp
 import pickle
 
@@ -24,6 +23,7 @@ from mmseg_ris.datasets.transforms.formatting import PackRISInputs
 from mmseg_ris.datasets.transforms.loading import LoadRefMask
 from mmseg_ris.datasets.transforms.text import TokenizeText
 from mmseg_ris.utils import resolve_path
+from tiny_configs import write_tokenizer_dir
 
 # ----------------------------------------------------------------- helpers
 
@@ -44,17 +44,7 @@ CLS, SEP, PAD, UNK = ID['[CLS]'], ID['[SEP]'], ID['[PAD]'], ID['[UNK]']
 @pytest.fixture(scope='module')
 def tiny_tokenizer(tmp_path_factory) -> str:
     """A bert-base-uncased style tokenizer folder with a 30-token vocab."""
-    folder = tmp_path_factory.mktemp('tiny_bert_tokenizer')
-    (folder / 'vocab.txt').write_text(
-        '\n'.join(TINY_VOCAB) + '\n', encoding='utf-8')
-    (folder / 'tokenizer_config.json').write_text(
-        json.dumps(
-            dict(
-                tokenizer_class='BertTokenizer',
-                do_lower_case=True,
-                model_max_length=512)),
-        encoding='utf-8')
-    return str(folder)
+    return write_tokenizer_dir(tmp_path_factory.mktemp('tiny_bert_tokenizer'), TINY_VOCAB)
 
 
 def square(x0: float, y0: float, x1: float, y1: float) -> list:

@@ -8,7 +8,6 @@ head's logits with ``log_softmax``, and masking statistics from many draws.
 A tiny tokenizer folder (30 words, bert-base-uncased layout) and a tiny
 random BERT with the same vocabulary keep everything on CPU and fast.
 """
-import json
 import math
 import types
 
@@ -22,7 +21,8 @@ from mmseg.structures import SegDataSample
 import mmseg_ris  # noqa: F401  (registers the models)
 from mmseg_ris.models.heads import MaskGroundingHead
 from mmseg_ris.models.language import BertLanguageEncoder
-from tiny_configs import STAGE_CHANNELS, tiny_lavt_model, tiny_text_encoder
+from tiny_configs import (STAGE_CHANNELS, tiny_lavt_model, tiny_text_encoder,
+                          write_tokenizer_dir)
 
 # yapf: disable
 TINY_VOCAB = [
@@ -62,17 +62,7 @@ def single_thread():
 @pytest.fixture(scope='module')
 def tokenizer_dir(tmp_path_factory) -> str:
     """A bert-base-uncased style tokenizer folder with a 30-token vocab."""
-    folder = tmp_path_factory.mktemp('tiny_mg_tokenizer')
-    (folder / 'vocab.txt').write_text(
-        '\n'.join(TINY_VOCAB) + '\n', encoding='utf-8')
-    (folder / 'tokenizer_config.json').write_text(
-        json.dumps(
-            dict(
-                tokenizer_class='BertTokenizer',
-                do_lower_case=True,
-                model_max_length=512)),
-        encoding='utf-8')
-    return str(folder)
+    return write_tokenizer_dir(tmp_path_factory.mktemp('tiny_mg_tokenizer'), TINY_VOCAB)
 
 
 def tiny_bert(seed=0, **kwargs) -> BertLanguageEncoder:
