@@ -12,5 +12,6 @@ from .version import __version__
 register_checkpoint_safe_globals()
 
 from . import datasets, engine, evaluation, models, visualization  # noqa: E402,F401  (registration)
+from . import apis  # noqa: E402,F401  (RISInferencer; last: it uses the registered modules)
 
 __all__ = ['__version__']

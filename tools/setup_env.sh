@@ -15,7 +15,7 @@ STAMP="$VENV/.mmseg_ris_env"
 REQ_HASH="$(cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" | sha1sum | cut -c1-12)"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$REQ_HASH" ] \
-   && "$VENV/bin/python" -c "import mmcv.ops, mmseg.models, mmdet, transformers, pycocotools, mmseg_ris" 2>/dev/null; then
+   && "$VENV/bin/python" -c "import mmcv.ops, mmseg.models, mmdet, transformers, pycocotools, gradio, selenium, mmseg_ris" 2>/dev/null; then
   echo "[setup_env] $VENV is up to date"
   exit 0
 fi
@@ -29,9 +29,12 @@ if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2
   echo "[setup_env] installing mmcv 2.1.0 with ops (first build on a machine: ~12 min on 2 cores; then cached)"
   MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install --no-build-isolation -r "$ROOT/requirements/mmcv.txt"
 fi
-"${PIP[@]}" install -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
+# demo.txt (Gradio web demo, Selenium for its browser test) in the same resolve: gradio asks for
+# pillow<13, and resolving everything at once keeps one consistent Pillow.
+"${PIP[@]}" install -q -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt" \
+  -r "$ROOT/requirements/demo.txt"
 "${PIP[@]}" install -q --no-deps -r "$ROOT/requirements/optional.txt"
 "${PIP[@]}" install -q --no-build-isolation --no-deps -e "$ROOT"
-"$VENV/bin/python" -c "import mmcv.ops, mmseg.models, mmdet, transformers, pycocotools, mmseg_ris; \
+"$VENV/bin/python" -c "import mmcv.ops, mmseg.models, mmdet, transformers, pycocotools, gradio, selenium, mmseg_ris; \
 print('[setup_env] ok: mmcv', mmcv.__version__, '| mmseg_ris', mmseg_ris.__version__)"
 echo "$REQ_HASH" > "$STAMP"
