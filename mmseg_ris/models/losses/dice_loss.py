@@ -30,6 +30,11 @@ class ForegroundDiceLoss(nn.Module):
     0, i.e. it scores the *background*, and its ``ignore_index`` removes a
     class channel, not pixels (see ``tests/.../test_dice_loss.py``).
 
+    Two-channel (softmax) output is accepted too: the foreground
+    probability ``softmax(logits)[1]`` equals ``sigmoid(logit_1 - logit_0)``,
+    so the loss is the same function of the logit difference. This lets a
+    two-class head such as ``LAVTHead`` add Dice to its cross-entropy.
+
     Samples whose pixels are all ignored give ``1 - eps / eps = 0`` and still
     count in the batch mean (pass ``avg_factor`` to average differently).
     Nothing is resized: logits and target must have the same spatial size
@@ -80,7 +85,8 @@ class ForegroundDiceLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            pred (Tensor): Logits ``(N, 1, H, W)`` or ``(N, H, W)``.
+            pred (Tensor): Logits ``(N, 1, H, W)`` or ``(N, H, W)``, or
+                two-class logits ``(N, 2, H, W)`` (background, foreground).
             target (Tensor): Labels ``(N, H, W)`` (or ``(N, 1, H, W)``) with
                 values 0, 1 or ``ignore_index``.
             weight (Tensor, optional): Pixel weights ``(N, H, W)`` (e.g. from
@@ -108,11 +114,14 @@ class ForegroundDiceLoss(nn.Module):
         ignore = self.ignore_index if ignore_index is None else ignore_index
         if pred.dim() == 4 and pred.shape[1] == 1:
             pred = pred[:, 0]
+        elif pred.dim() == 4 and pred.shape[1] == 2:
+            # softmax over two classes = sigmoid of the logit difference
+            pred = pred[:, 1] - pred[:, 0]
         if target.dim() == 4 and target.shape[1] == 1:
             target = target[:, 0]
         if pred.dim() != 3 or pred.shape != target.shape:
             raise ValueError(
-                f'ForegroundDiceLoss: pred must be (N, 1, H, W) or (N, H, W) '
+                f'ForegroundDiceLoss: pred must be (N, 1, H, W), (N, 2, H, W) or (N, H, W) '
                 f'and target (N, H, W) of the same size (resize before the '
                 f'loss); got pred {tuple(pred.shape)} and target '
                 f'{tuple(target.shape)}')

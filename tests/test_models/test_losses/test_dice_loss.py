@@ -91,7 +91,7 @@ def test_registry_and_errors():
     with pytest.raises(ValueError, match='same size'):
         loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match='pred must be'):
-        loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+        loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match=r'found \[2\]'):
         loss(LOGITS, torch.tensor([[[1, 2], [0, 0]]]))
     with pytest.raises(ValueError, match='eps'):
@@ -100,3 +100,21 @@ def test_registry_and_errors():
         ForegroundDiceLoss(reduction='max')
     with pytest.raises(ValueError, match='weight'):
         loss(LOGITS, TARGET, weight=torch.ones(1))
+
+
+def test_two_class_logits_use_the_softmax_foreground():
+    """(N, 2, H, W) logits: Dice of softmax(.)[1], evaluated here directly from its definition."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, 5, 4)
+    target = (torch.rand(3, 5, 4) > 0.6).long()
+    target[0, 0, 0] = 255
+    prob = torch.softmax(logits, dim=1)[:, 1]
+    valid = (target != 255).float()
+    expected = []
+    for i in range(3):
+        p, t, v = prob[i] * valid[i], (target[i] == 1).float(), valid[i]
+        expected.append(1 - (2 * (p * t).sum() + 1) / (p.sum() + (t * v).sum() + 1))
+    loss = ForegroundDiceLoss(reduction='none')(logits, target)
+    torch.testing.assert_close(loss, torch.stack(expected))
+    with pytest.raises(ValueError, match=r'\(N, 2, H, W\)'):
+        ForegroundDiceLoss()(torch.randn(3, 3, 5, 4), target)
