@@ -46,6 +46,7 @@ def split_statistics(dataset,
     types, exist = Counter(), Counter()
     token_lengths, area_fracs, errors = [], [], []
     area_by_ref = {}
+    no_target_refs = set()
     render_at = set(np.linspace(0, n - 1, num_render).round().astype(int).tolist()) if num_render and n else set()
     if render_dir and render_at:
         os.makedirs(render_dir, exist_ok=True)
@@ -59,7 +60,10 @@ def split_statistics(dataset,
         # Without truncation: how long the expressions really are.
         token_lengths.append(len(tokenizer(info['text'], add_special_tokens=True)['input_ids']))
         mask = None
-        if info['ref_id'] not in area_by_ref or idx in render_at:
+        if not info.get('ann_ids'):
+            # gRefCOCO no-target expression: nothing to measure, and not an error
+            no_target_refs.add(info['ref_id'])
+        elif info['ref_id'] not in area_by_ref or idx in render_at:
             try:
                 mask = mask_loader.transform(dict(info, exist=True, seg_fields=[]))['gt_seg_map']
                 area_by_ref[info['ref_id']] = float(mask.mean())
@@ -83,6 +87,7 @@ def split_statistics(dataset,
         sentences=n,
         positive_sentences=exist[True],
         negative_sentences=exist[False],
+        no_target_referents=len(no_target_refs),
         expression_types=dict(sorted(types.items())),
         mask_area_fraction=_summary(area_fracs),
         token_length=_summary(token_lengths),
