@@ -543,24 +543,37 @@ def summarize_times(times: Sequence[float], batch_size: int) -> Dict[str, Any]:
 
 
 def _timed_loop(step: Callable[[], Any], warmup: int, iters: int, device: torch.device,
-                desc: str, progress: bool) -> Tuple[List[float], Any]:
-    """Run ``step`` ``warmup`` times untimed, then ``iters`` times timed; the last output too."""
+                desc: str, progress: bool) -> Tuple[List[float], List[float], Any]:
+    """Run ``step`` ``warmup`` times untimed, then ``iters`` times timed.
+
+    Returns the wall-clock seconds and the process CPU seconds (all threads, ``time.process_time``) of
+    each timed run, and the last output. On a shared CPU machine the CPU seconds measure the work
+    itself: wall time grows with other load, CPU time much less.
+    """
     if warmup < 0 or iters < 1:
         raise ValueError(f'need warmup >= 0 and iters >= 1, got warmup={warmup}, iters={iters}')
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == 'cuda' else (lambda: None)
     out = None
-    times = []
+    times, cpu_times = [], []
     bar = progress_bar(total=warmup + iters, desc=desc, enable=progress)
     for i in range(warmup + iters):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = step()
         sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
         bar.update(1)
     bar.close()
-    return times, out
+    return times, cpu_times, out
+
+
+def _cpu_figures(cpu_times: Sequence[float], batch_size: int) -> Dict[str, Any]:
+    """Process CPU seconds per batch and per sample (mean / median / std / min / max)."""
+    s = summarize_times(cpu_times, batch_size)
+    return dict(cpu_batch_s=s['batch_s'], cpu_per_batch_s=s['per_batch_s'],
+                cpu_per_sample_s=s['per_sample_s'])
 
 
 def measure_inference(model: nn.Module,
@@ -593,13 +606,13 @@ def measure_inference(model: nn.Module,
     batch = make_synthetic_batch(batch_size, input_size, num_tokens, _vocab_size(model), seed)
     model.eval()
     with PeakMemory(device) as mem, torch.no_grad():
-        times, out = _timed_loop(lambda: model.test_step(batch), warmup, iters, device,
-                                 f'inference bs{batch_size}', progress)
+        times, cpu_times, out = _timed_loop(lambda: model.test_step(batch), warmup, iters, device,
+                                            f'inference bs{batch_size}', progress)
     if len(out) != batch_size or 'pred_sem_seg' not in out[0]:
         raise RuntimeError(f'test_step returned {len(out)} samples without pred_sem_seg for a batch of '
                            f'{batch_size}; is this a segmentor config?')
     return dict(batch_size=batch_size, warmup=warmup, iters=iters, **summarize_times(times, batch_size),
-                memory=mem.result)
+                **_cpu_figures(cpu_times, batch_size), memory=mem.result)
 
 
 def measure_train_step(model: nn.Module,
@@ -647,14 +660,14 @@ def measure_train_step(model: nn.Module,
     batch = make_synthetic_batch(batch_size, input_size, num_tokens, _vocab_size(model), seed)
     model.train()
     with PeakMemory(device) as mem:
-        times, log_vars = _timed_loop(lambda: model.train_step(batch, optim_wrapper), warmup, iters,
-                                      device, f'train step bs{batch_size}', progress)
+        times, cpu_times, log_vars = _timed_loop(lambda: model.train_step(batch, optim_wrapper), warmup,
+                                                 iters, device, f'train step bs{batch_size}', progress)
     loss = torch.as_tensor(log_vars['loss']).detach().float().item()
     if not torch.isfinite(torch.tensor(loss)):
         raise RuntimeError(f'train step gave a non-finite loss {loss}')
     optim_wrapper.zero_grad()
     return dict(batch_size=batch_size, warmup=warmup, iters=iters, **summarize_times(times, batch_size),
-                memory=mem.result, optimizer=type(optim_wrapper.optimizer).__name__,
+                **_cpu_figures(cpu_times, batch_size), memory=mem.result, optimizer=type(optim_wrapper.optimizer).__name__,
                 optim_wrapper=type(optim_wrapper).__name__, last_loss=loss)
 
 

@@ -214,6 +214,9 @@ def test_measure_inference(tiny_model, batch_size):
     assert r['per_sample_s']['mean'] == pytest.approx(r['per_batch_s']['mean'] / batch_size)
     assert r['per_batch_s']['min'] <= r['per_batch_s']['median'] <= r['per_batch_s']['max']
     assert r['samples_per_s'] == pytest.approx(batch_size / r['per_batch_s']['mean'])
+    # process CPU time of each timed run: positive, and per sample = per batch / batch
+    assert len(r['cpu_batch_s']) == 3 and all(t > 0 for t in r['cpu_batch_s'])
+    assert r['cpu_per_sample_s']['median'] == pytest.approx(r['cpu_per_batch_s']['median'] / batch_size)
     mem = r['memory']
     assert mem['peak_mb'] > 0 and mem['peak_increase_mb'] >= 0
     assert mem['peak_mb'] >= mem['start_mb']
@@ -226,6 +229,7 @@ def test_measure_train_step(tiny_cfg, tiny_model):
     before = head_weight.detach().clone()
     r = measure_train_step(model, tiny_cfg.optim_wrapper, 2, SIZE, warmup=1, iters=2, progress=False)
     assert len(r['batch_s']) == 2 and all(t > 0 for t in r['batch_s'])
+    assert len(r['cpu_batch_s']) == 2 and all(t > 0 for t in r['cpu_batch_s'])
     assert r['optimizer'] == 'AdamW' and r['optim_wrapper'] == 'OptimWrapper'
     assert math.isfinite(r['last_loss']) and r['last_loss'] > 0
     assert not torch.equal(before, head_weight.detach())
