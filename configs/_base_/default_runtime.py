@@ -12,3 +12,6 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
+# A progress bar over the val/test batches on stderr (main process only); switch it off with
+# --cfg-options custom_hooks.0.enable=False. Configs that set custom_hooks replace this list.
+custom_hooks = [dict(type='RISProgressBarHook')]

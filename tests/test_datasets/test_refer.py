@@ -12,12 +12,12 @@ import pytest
 from mmseg_ris.datasets.refer import (ReferAnnotations, RestrictedUnpickler, default_image_dir,
                                       load_refs, save_refs_json, split_matches)
 
-TESTS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 from fixtures_refer import (COCO_ANNOTATIONS, REFCOCO_UNC, make_refs,
                             py2_pickle_dumps, write_grefcoco, write_malicious_pickle,
                             write_py2_pickle, write_refclef, write_refcoco_family, write_refs,
                             write_rrefcoco)
 
+TESTS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REPO = osp.dirname(TESTS_DIR)
 
 
@@ -186,6 +186,51 @@ def test_converter_round_trip(tmp_path):
     converted = ReferAnnotations(root, 'refcocog', 'umd')
     assert converted.refs_file.endswith('refs(umd).json')
     assert converted.refs == pickled.refs
+
+
+def test_converter_progress_bar_and_no_progress(tmp_path, capsys):
+    converter = _load_converter()
+    roots = {}
+    for mode in ('bar', 'quiet'):
+        roots[mode] = str(tmp_path / mode)
+        write_refcoco_family(roots[mode], images=False)
+    # Four files: refcoco, refcoco+, refcocog (umd, google).
+    assert converter.main([roots['bar'], '--recursive']) == 0
+    bar_out, bar_err = capsys.readouterr()
+    assert converter.main([roots['quiet'], '--recursive', '--no-progress']) == 0
+    quiet_out, quiet_err = capsys.readouterr()
+
+    # Same report lines (up to the root), and no bar at all with --no-progress.
+    assert bar_out.replace(roots['bar'], 'ROOT') == quiet_out.replace(roots['quiet'], 'ROOT')
+    assert bar_out.count('\nconverted ') + bar_out.startswith('converted ') == 4
+    assert quiet_err == ''
+    # The bar counted the four files and ended on its own line.
+    states = [s for s in bar_err.replace('\r', '\n').split('\n') if s.strip()]
+    assert states[-1].startswith('refs files: 100%') and ' 4/4 ' in states[-1]
+    assert bar_err.endswith('\n')
+    # Byte-identical JSON either way.
+    for stem in ('refcoco/refs(unc)', 'refcoco+/refs(unc)', 'refcocog/refs(umd)',
+                 'refcocog/refs(google)'):
+        with open(osp.join(roots['bar'], stem + '.json'), 'rb') as a, \
+                open(osp.join(roots['quiet'], stem + '.json'), 'rb') as b:
+            assert a.read() == b.read()
+
+    # Skips and errors are reported the same way, errors on stderr above the bar.
+    write_malicious_pickle(osp.join(roots['quiet'], 'refclef', 'refs(unc).p'),
+                           str(tmp_path / 'pwned'))
+    assert converter.main([roots['quiet'], '--recursive', '--no-progress']) == 1
+    quiet_out, quiet_err = capsys.readouterr()
+    assert quiet_out.count('skipped ') == 4
+    assert quiet_err.startswith('error: ') and quiet_err.count('\n') == 1
+    assert 'refs(unc).p tries to import' in quiet_err
+    os.replace(osp.join(roots['quiet'], 'refclef'), osp.join(roots['bar'], 'refclef'))
+    assert converter.main([roots['bar'], '--recursive']) == 1
+    bar_out, bar_err = capsys.readouterr()
+    assert bar_out.count('skipped ') == 4
+    # The error line starts after the bar was cleared, not glued to its text.
+    error = bar_err.index('error: ')
+    assert bar_err[error - 1] == '\r' and 'refs(unc).p tries to import' in bar_err
+    assert ' 5/5 ' in [s for s in bar_err.replace('\r', '\n').split('\n') if s.strip()][-1]
 
 
 def test_converter_refuses_non_pickle_and_malicious(tmp_path, capsys):

@@ -4,7 +4,8 @@ The pickles are read with :class:`mmseg_ris.datasets.refer.RestrictedUnpickler`,
 refuses anything but plain containers, so a tampered file cannot run code. The JSON file
 is written next to the pickle with the same stem; ``RefCOCODataset`` reads either (the
 pickle when both exist). Each output is read back and compared with the pickle's content
-before the command reports success.
+before the command reports success. A progress bar over the files goes to stderr
+(``--no-progress`` turns it off); the report lines are the same either way.
 
 Examples::
 
@@ -19,7 +20,10 @@ import pickle
 import sys
 from typing import List, Optional, Sequence
 
+from tqdm import tqdm
+
 from mmseg_ris.datasets.refer import PICKLE_SUFFIXES, load_refs, save_refs_json
+from mmseg_ris.utils import progress_bar
 
 # refs(unc).p, refs(umd).p, grefs(unc).p, ...; parentheses are not glob syntax.
 REFS_PATTERNS = ('refs(*).p', 'grefs(*).p')
@@ -41,6 +45,13 @@ def find_pickles(folder: str, recursive: bool = False) -> List[str]:
         if recursive:
             found.update(glob.glob(osp.join(glob.escape(folder), '**', pattern), recursive=True))
     return sorted(found)
+
+
+def report(bar: tqdm, message: str, file=None) -> None:
+    """Print a line above the progress bar instead of onto it."""
+    file = sys.stdout if file is None else file
+    with bar.external_write_mode(file=file):
+        print(message, file=file, flush=True)
 
 
 def convert_file(src: str, overwrite: bool = False) -> Optional[str]:
@@ -79,6 +90,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--recursive', action='store_true', help='search folders recursively')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace JSON files that already exist')
+    parser.add_argument('--no-progress', action='store_true',
+                        help='no progress bar over the files (it goes to stderr)')
     return parser.parse_args(argv)
 
 
@@ -109,18 +122,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f'error: {path} does not exist', file=sys.stderr)
             return 1
     failed = 0
-    for src in sources:
-        try:
-            dst = convert_file(src, overwrite=args.overwrite)
-        except (pickle.UnpicklingError, ValueError) as err:
-            # Keep going: one bad file should not hide the state of the others.
-            print(f'error: {err}', file=sys.stderr)
-            failed += 1
-            continue
-        if dst is None:
-            print(f'skipped {src}: {osp.splitext(src)[0]}.json exists (use --overwrite)')
-        else:
-            print(f'converted {src} -> {dst}')
+    # Per file: reading and checking one refs file is a single call (seconds for RefCOCOg).
+    bar = progress_bar(total=len(sources), desc='refs files', enable=not args.no_progress)
+    with bar:
+        for src in sources:
+            try:
+                dst = convert_file(src, overwrite=args.overwrite)
+            except (pickle.UnpicklingError, ValueError) as err:
+                # Keep going: one bad file should not hide the state of the others.
+                report(bar, f'error: {err}', file=sys.stderr)
+                failed += 1
+            else:
+                if dst is None:
+                    report(bar, f'skipped {src}: {osp.splitext(src)[0]}.json exists (use --overwrite)')
+                else:
+                    report(bar, f'converted {src} -> {dst}')
+            bar.update(1)
     return 1 if failed else 0
 
 
