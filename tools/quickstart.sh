@@ -6,6 +6,7 @@
 #
 #   bash tools/quickstart.sh
 #   NUM_IMAGES=500 MAX_ITERS=300 bash tools/quickstart.sh      # a shorter run
+#   CONFIG=configs/magnet/magnet_tiny_synthetic.py bash tools/quickstart.sh   # the tiny MagNet instead
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/tools/setup_env.sh"
@@ -18,6 +19,9 @@ SEED="${SEED:-0}"
 CONFIG="${CONFIG:-configs/lavt/lavt_tiny_synthetic.py}"
 # ~10 minutes of training on a 2-core CPU (docs/get_started.md has the measured figures)
 MAX_ITERS="${MAX_ITERS:-1200}"
+# linear warm-up: a tenth of the run, at most the schedule's 100 iterations, at least 1
+WARMUP="${WARMUP:-$(( MAX_ITERS / 10 < 100 ? MAX_ITERS / 10 : 100 ))}"
+[ "$WARMUP" -ge 1 ] || WARMUP=1
 DATA_OPTS=("train_dataloader.dataset.data_root=$DATA/" "val_dataloader.dataset.data_root=$DATA/"
            "test_dataloader.dataset.data_root=$DATA/")
 
@@ -31,7 +35,7 @@ echo "[quickstart] 2/4 dataset check -> $WORK/check"
 echo "[quickstart] 3/4 train $CONFIG for $MAX_ITERS iterations -> $WORK/train"
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK/train" --cfg-options "${DATA_OPTS[@]}" \
   "train_cfg.max_iters=$MAX_ITERS" "train_cfg.val_interval=$MAX_ITERS" \
-  "param_scheduler.1.end=$MAX_ITERS" "default_hooks.checkpoint.interval=$MAX_ITERS"
+  "param_scheduler.0.end=$WARMUP" "param_scheduler.1.begin=$WARMUP" "param_scheduler.1.end=$MAX_ITERS" "default_hooks.checkpoint.interval=$MAX_ITERS"
 
 echo "[quickstart] 4/4 evaluate on val -> $WORK/eval (metrics, per-sentence results, renders)"
 "$PY" tools/test.py "$CONFIG" "$WORK/train/iter_${MAX_ITERS}.pth" --work-dir "$WORK/eval" \
