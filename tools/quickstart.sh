@@ -35,7 +35,8 @@ echo "[quickstart] 2/4 dataset check -> $WORK/check"
 echo "[quickstart] 3/4 train $CONFIG for $MAX_ITERS iterations -> $WORK/train"
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK/train" --cfg-options "${DATA_OPTS[@]}" \
   "train_cfg.max_iters=$MAX_ITERS" "train_cfg.val_interval=$MAX_ITERS" \
-  "param_scheduler.0.end=$WARMUP" "param_scheduler.1.begin=$WARMUP" "param_scheduler.1.end=$MAX_ITERS" "default_hooks.checkpoint.interval=$MAX_ITERS"
+  "param_scheduler.0.end=$WARMUP" "param_scheduler.1.begin=$WARMUP" "param_scheduler.1.end=$MAX_ITERS" \
+  "default_hooks.checkpoint.interval=$MAX_ITERS"
 
 echo "[quickstart] 4/4 evaluate on val -> $WORK/eval (metrics, per-sentence results, renders)"
 "$PY" tools/test.py "$CONFIG" "$WORK/train/iter_${MAX_ITERS}.pth" --work-dir "$WORK/eval" \
