@@ -22,6 +22,8 @@ MAX_ITERS="${MAX_ITERS:-1200}"
 # linear warm-up: a tenth of the run, at most the schedule's 100 iterations, at least 1
 WARMUP="${WARMUP:-$(( MAX_ITERS / 10 < 100 ? MAX_ITERS / 10 : 100 ))}"
 [ "$WARMUP" -ge 1 ] || WARMUP=1
+# --show-dir is relative to the run's work dir unless absolute: make it absolute
+case "$WORK" in /*) WORK_ABS="$WORK" ;; *) WORK_ABS="$ROOT/$WORK" ;; esac
 DATA_OPTS=("train_dataloader.dataset.data_root=$DATA/" "val_dataloader.dataset.data_root=$DATA/"
            "test_dataloader.dataset.data_root=$DATA/")
 
@@ -40,7 +42,7 @@ echo "[quickstart] 3/4 train $CONFIG for $MAX_ITERS iterations -> $WORK/train"
 
 echo "[quickstart] 4/4 evaluate on val -> $WORK/eval (metrics, per-sentence results, renders)"
 "$PY" tools/test.py "$CONFIG" "$WORK/train/iter_${MAX_ITERS}.pth" --work-dir "$WORK/eval" \
-  --out "$WORK/eval/results" --show-dir "$ROOT/$WORK/eval/renders" \
+  --out "$WORK/eval/results" --show-dir "$WORK_ABS/eval/renders" \
   --cfg-options "${DATA_OPTS[@]}" default_hooks.visualization.interval=60
 "$PY" - "$WORK/eval/results/results.json" <<'PYEOF'
 import json, sys
