@@ -177,7 +177,7 @@ def test_results_are_the_published_ones(entry):
         source = res['Source']
         if source.startswith('mmseg_ris'):
             # our own figures: they must be in the document the source names
-            doc = re.search(r'docs/[\w./-]+\.md', source)
+            doc = re.search(r'docs/[\w./-]+\.md|configs/[\w+-]+/README\.md', source)
             assert doc, f'{where}: Source names no document'
             with open(osp.join(REPO, doc.group(0)), encoding='utf-8') as f:
                 text = f.read()
