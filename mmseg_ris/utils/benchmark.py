@@ -667,8 +667,9 @@ def measure_train_step(model: nn.Module,
         raise RuntimeError(f'train step gave a non-finite loss {loss}')
     optim_wrapper.zero_grad()
     return dict(batch_size=batch_size, warmup=warmup, iters=iters, **summarize_times(times, batch_size),
-                **_cpu_figures(cpu_times, batch_size), memory=mem.result, optimizer=type(optim_wrapper.optimizer).__name__,
-                optim_wrapper=type(optim_wrapper).__name__, last_loss=loss)
+                **_cpu_figures(cpu_times, batch_size), memory=mem.result,
+                optimizer=type(optim_wrapper.optimizer).__name__, optim_wrapper=type(optim_wrapper).__name__,
+                last_loss=loss)
 
 
 # ------------------------------------------------------------------------------------------------ data

@@ -15,7 +15,7 @@ from mmseg_ris.datasets import refcoco as refcoco_module
 from mmseg_ris.datasets.refcoco import RefCOCODataset
 
 TESTS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
-from fixtures_refer import write_refcoco_family, write_refer_root
+from fixtures_refer import write_refcoco_family, write_refer_root  # noqa: E402  (needs tests/ on sys.path)
 
 REPO = osp.dirname(TESTS_DIR)
 RECORD_KEYS = {

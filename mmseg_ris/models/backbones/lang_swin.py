@@ -54,6 +54,12 @@ class LangSwinTransformer(SwinTransformer):
         out_norm (bool): Apply Swin's ``norm{i}`` to each fusion output
             before returning it (LAVT). False returns un-normed features
             (MagNet's decoder input). Defaults to True.
+        patch_embed (dict, optional): Config of a module that replaces
+            Swin's 4x4 patchify convolution (e.g. ``ConvPatchEmbed``, the
+            tiny configs' stem); ``out_channels`` is filled in with
+            ``embed_dims`` and its ``patch_size`` must equal Swin's. A
+            pretrained Swin's ``patch_embed.*`` weights then do not load
+            (reported). Defaults to None (Swin's own).
         **kwargs: Arguments of mmseg's ``SwinTransformer`` (``embed_dims``,
             ``depths``, ``num_heads``, ``window_size``, ``drop_path_rate``,
             ``out_indices``, ``init_cfg``, ...). ``init_cfg`` may be None or
@@ -66,10 +72,15 @@ class LangSwinTransformer(SwinTransformer):
                  fusions: Union[dict, Sequence[Optional[dict]], None] = None,
                  lang_stage_positions: Optional[Sequence[int]] = None,
                  out_norm: bool = True,
+                 patch_embed: Optional[dict] = None,
                  **kwargs) -> None:
         self._check_init_cfg(kwargs.get('init_cfg'))
         super().__init__(**kwargs)
         num_visual = len(self.stages)
+        if patch_embed is not None:
+            self._replace_patch_embed(patch_embed,
+                                      int(kwargs.get('embed_dims', 96)),
+                                      int(kwargs.get('patch_size', 4)))
 
         if not isinstance(text_encoder, dict):
             raise TypeError(f'LangSwinTransformer: text_encoder must be a '
@@ -104,6 +115,26 @@ class LangSwinTransformer(SwinTransformer):
                 cfg[name] = value
             self.fusions.append(MODELS.build(cfg))
         self.out_norm = bool(out_norm)
+
+    def _replace_patch_embed(self, cfg: dict, embed_dims: int,
+                             patch_size: int) -> None:
+        """Build ``cfg`` as the patch embedding and check its stride."""
+        if not isinstance(cfg, dict):
+            raise TypeError(f'LangSwinTransformer: patch_embed must be a '
+                            f'config dict, got {type(cfg).__name__}')
+        cfg = copy.deepcopy(dict(cfg))
+        if cfg.get('out_channels', embed_dims) != embed_dims:
+            raise ValueError(
+                f'LangSwinTransformer: patch_embed sets out_channels='
+                f'{cfg["out_channels"]} but embed_dims is {embed_dims}')
+        cfg['out_channels'] = embed_dims
+        module = MODELS.build(cfg)
+        if getattr(module, 'patch_size', None) != patch_size:
+            raise ValueError(
+                f'LangSwinTransformer: patch_embed {cfg["type"]} has patch '
+                f'size {getattr(module, "patch_size", None)}; Swin here '
+                f'uses {patch_size}')
+        self.patch_embed = module
 
     @staticmethod
     def _check_init_cfg(init_cfg) -> None:
