@@ -78,9 +78,10 @@ class LangSwinTransformer(SwinTransformer):
         super().__init__(**kwargs)
         num_visual = len(self.stages)
         if patch_embed is not None:
-            self._replace_patch_embed(patch_embed,
-                                      int(kwargs.get('embed_dims', 96)),
-                                      int(kwargs.get('patch_size', 4)))
+            # width and stride of the Swin patchify being replaced
+            self._replace_patch_embed(
+                patch_embed, int(self.num_features[0]),
+                int(self.patch_embed.projection.stride[0]))
 
         if not isinstance(text_encoder, dict):
             raise TypeError(f'LangSwinTransformer: text_encoder must be a '
