@@ -150,9 +150,11 @@ def test_count_parameters_of_tiny_model(tiny_model):
         trainable += p.numel() if p.requires_grad else 0
     counts = count_parameters(tiny_model)
     assert counts == dict(total=total, trainable=trainable, frozen=total - trainable)
-    # the text encoder's embeddings are frozen (train_embeddings=False)
-    emb = tiny_model.backbone.text_encoder.bert.embeddings
-    assert counts['frozen'] == sum(p.numel() for p in emb.parameters())
+    # the tiny config freezes the whole text encoder (trainable_layers=[], train_embeddings=False) and
+    # nothing else
+    text = tiny_model.backbone.text_encoder
+    assert counts['frozen'] == sum(p.numel() for p in text.parameters())
+    assert counts['frozen'] > sum(p.numel() for p in text.bert.embeddings.parameters()) > 0
 
 
 def test_summarize_times_hand_computed():
