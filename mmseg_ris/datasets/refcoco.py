@@ -25,7 +25,10 @@ class RefCOCODataset(BaseDataset):
     ``docs/design.md``: ``img_path, img_id, ref_id, ann_ids, category_id, mask_anns,
     height, width, sentences, text, sent_id, exist, expr_type, dataset_name, split,
     seg_fields, reduce_zero_label``. ``mask_anns`` holds ``{'id', 'segmentation',
-    'iscrowd'}`` of each annotation of the referent, in ``ann_ids`` order.
+    'iscrowd'}`` of each annotation of the referent, in ``ann_ids`` order. With
+    ``with_image_anns=True`` records also hold ``image_anns``: ``{'id', 'category_id',
+    'segmentation', 'iscrowd'}`` of every annotation of the image (all objects, referred
+    to or not), for :class:`LoadCategoryMap`.
 
     Args:
         data_root (str): Root of the REFER layout (``images/`` and one folder per dataset).
@@ -53,6 +56,9 @@ class RefCOCODataset(BaseDataset):
             ``refs_file=...``): the image ids of those splits, read from their refs files
             under the same ``data_root``, are removed. Used to build the combined
             RefCOCO + RefCOCO+ + G-Ref training set without any evaluation image.
+        with_image_anns (bool): Add ``image_anns``, every annotation of the record's
+            image, for an auxiliary category segmentation target
+            (:class:`LoadCategoryMap`). Defaults to False.
         **kwargs: Other :class:`mmengine.dataset.BaseDataset` arguments (``pipeline``,
             ``test_mode``, ``lazy_init``, ``serialize_data``, ``max_refetch``,
             ``indices``, ``metainfo``, ...).
@@ -74,6 +80,7 @@ class RefCOCODataset(BaseDataset):
                  sentence_mode: Optional[str] = None,
                  text_key: str = 'raw',
                  exclude_images: Optional[Sequence[dict]] = None,
+                 with_image_anns: bool = False,
                  **kwargs) -> None:
         if 'ann_file' in kwargs:
             raise TypeError('RefCOCODataset: use refs_file / instances_file instead of ann_file')
@@ -102,6 +109,7 @@ class RefCOCODataset(BaseDataset):
         self.sentence_mode = sentence_mode
         self.text_key = text_key
         self.exclude_images = self._check_exclude_images(exclude_images)
+        self.with_image_anns = bool(with_image_anns)
         super().__init__(data_root=data_root, data_prefix=dict(data_prefix), **kwargs)
 
     @classmethod
@@ -167,6 +175,7 @@ class RefCOCODataset(BaseDataset):
         ref_ids = refer.ref_ids(self.split)
         excluded = self._excluded_image_ids(refer) if self.exclude_images else set()
         img_root = self.data_prefix['img_path']
+        image_anns = self._image_anns(refer) if self.with_image_anns else {}
 
         data_list = []
         images: Set[int] = set()
@@ -204,6 +213,8 @@ class RefCOCODataset(BaseDataset):
                 split=self.split,
                 seg_fields=[],
                 reduce_zero_label=False)
+            if self.with_image_anns:
+                record['image_anns'] = image_anns.get(img_id, [])
             images.add(img_id)
             num_sentences += len(sentences)
             if self.sentence_mode == 'random':
@@ -230,6 +241,20 @@ class RefCOCODataset(BaseDataset):
                              f'{len(ref_ids)} refs in {refer.refs_file}, {removed_refs} removed '
                              f'by exclude_images, {refs_without_text} without text')
         return data_list
+
+    @staticmethod
+    def _image_anns(refer: ReferAnnotations) -> Dict[int, List[dict]]:
+        """Every annotation of every image, with its category, keyed by image id."""
+        by_image: Dict[int, List[dict]] = {}
+        for ann_id, ann in refer.anns.items():
+            if 'image_id' not in ann or 'category_id' not in ann:
+                raise ValueError(f'RefCOCODataset: with_image_anns needs image_id and '
+                                 f'category_id in every annotation; annotation {ann_id} of '
+                                 f'{refer.instances_file} has {sorted(ann)}')
+            by_image.setdefault(ann['image_id'], []).append(
+                dict(id=ann_id, category_id=ann['category_id'],
+                     segmentation=ann['segmentation'], iscrowd=ann.get('iscrowd', 0)))
+        return by_image
 
     @staticmethod
     def _sentence_fields(sentence: dict) -> dict:

@@ -275,3 +275,23 @@ def test_registry_and_combined_config(root):
     assert len(combined) == 7
     assert [combined.get_data_info(i)['ref_id'] for i in range(7)] == [1, 2, 9, 101, 106, 202,
                                                                        203]
+
+
+def test_with_image_anns_lists_every_object_of_the_image(root, tmp_path):
+    dataset = RefCOCODataset(data_root=root, split='val', with_image_anns=True)
+    record = dataset.get_data_info(0)
+    assert set(record) == RECORD_KEYS | {'image_anns'}
+    # Ref 4 refers to annotation 31 of image 3; annotation 32 (a dog) is on the same image.
+    assert record['ref_id'] == 4 and record['img_id'] == 3
+    assert record['image_anns'] == [
+        dict(id=31, category_id=1, segmentation=[[1, 1, 10, 1, 10, 12, 1, 12]], iscrowd=0),
+        dict(id=32, category_id=3, segmentation=[[5, 14, 18, 14, 11, 22]], iscrowd=0)]
+    assert 'image_anns' not in RefCOCODataset(data_root=root, split='val').get_data_info(0)
+
+    instances = json.load(open(osp.join(root, 'refcoco', 'instances.json')))
+    del instances['annotations'][4]['category_id']
+    broken = str(tmp_path / 'instances.json')
+    with open(broken, 'w') as f:
+        json.dump(instances, f)
+    with pytest.raises(ValueError, match=r'category_id.*annotation 32 of .*instances.json'):
+        RefCOCODataset(data_root=root, split='val', instances_file=broken, with_image_anns=True)

@@ -503,3 +503,63 @@ def test_pipeline_end_to_end(tmp_path, tiny_tokenizer):
     ids, mask = expected_ids(['the', 'red', 'car', 'on', 'the', 'left'])
     assert torch.equal(sample.input_ids, torch.from_numpy(ids))
     assert torch.equal(sample.attention_mask, torch.from_numpy(mask))
+
+
+# --------------------------------------------------------- LoadCategoryMap
+
+
+def test_category_map_paints_smaller_objects_over_larger_ones():
+    # A 12x10 table (category 3) with a 4x4 cup (category 2) on it, listed first, and a crowd
+    # RLE person (category 1) in the bottom row; expected map built with slicing.
+    person = np.zeros((20, 20), np.uint8)
+    person[19, :5] = 1
+    anns = [
+        dict(id=1, category_id=2, segmentation=[square(4, 4, 8, 8)]),
+        dict(id=2, category_id=3, segmentation=[square(2, 2, 14, 12)]),
+        dict(id=3, category_id=1, iscrowd=1,
+             segmentation=dict(counts=runs_fortran(person), size=[20, 20])),
+    ]
+    results = TRANSFORMS.build(dict(type='LoadCategoryMap'))(
+        record([], image_anns=anns, seg_fields=['gt_seg_map']))
+    expected = np.zeros((20, 20), np.uint8)
+    expected[2:12, 2:14] = 3
+    expected[4:8, 4:8] = 2
+    expected[19, :5] = 1
+    np.testing.assert_array_equal(results['gt_category_map'], expected)
+    assert results['gt_category_map'].dtype == np.uint8
+    assert results['seg_fields'] == ['gt_seg_map', 'gt_category_map']
+
+
+def test_category_map_resizes_and_packs_as_a_label_map():
+    init_default_scope('mmseg')
+    pipeline = Compose([
+        dict(type='LoadRefMask'),
+        dict(type='LoadCategoryMap'),
+        dict(type='Resize', scale=(10, 10), keep_ratio=False),
+        dict(type='PackRISInputs'),
+    ])
+    anns = [dict(id=501, category_id=7, segmentation=[square(0, 0, 10, 20)]),
+            dict(id=502, category_id=9, segmentation=[square(10, 0, 20, 20)])]
+    results = record([anns[0]], image_anns=anns, img=np.zeros((20, 20, 3), np.uint8),
+                     img_shape=(20, 20), ori_shape=(20, 20))
+    packed = pipeline(results)
+    category_map = packed['data_samples'].gt_category_map.data
+    assert category_map.shape == (1, 10, 10) and category_map.dtype == torch.int64
+    assert (category_map[0, :, :5] == 7).all() and (category_map[0, :, 5:] == 9).all()
+    assert packed['data_samples'].gt_sem_seg.data[0, :, :5].all()
+
+
+def test_category_map_errors_name_the_record():
+    load = TRANSFORMS.build(dict(type='LoadCategoryMap'))
+    with pytest.raises(KeyError, match="image_anns.*ref_id=31.*with_image_anns=True"):
+        load(record([]))
+    for bad in (0, 255, 1.5, None, True):
+        ann = dict(id=77, category_id=bad, segmentation=[square(0, 0, 4, 4)])
+        with pytest.raises(ValueError, match=r'category_id must be an int in \[1, 254\].*'
+                                             r'image_anns\[0\] \(annotation id 77\)'):
+            load(record([], image_anns=[ann]))
+    broken = dict(id=78, category_id=1, segmentation=[[0, 0, 4]])
+    with pytest.raises(ValueError, match=r'image_anns\[0\] \(annotation id 78\)'):
+        load(record([], image_anns=[broken]))
+    # No objects: all background.
+    assert not load(record([], image_anns=[]))['gt_category_map'].any()

@@ -164,6 +164,7 @@ def test_page_has_the_documented_blocks(blocks):
         'film/film-mg_swin-b_bert-base_4xb8-40e_refcoco-480x480.py',
         'film/film_tiny_synthetic.py',
         'film/film-mg_tiny_synthetic.py',
+        'lavt/lavt-cat_swin-b_bert-base_4xb8-40e_refcoco-480x480.py',
     }
 
 
@@ -204,6 +205,17 @@ def test_page_configs_load_and_inherit(doc_ns, doc_configs):
         toks = [t['tokenizer'] for t in cfg.train_dataloader.dataset.pipeline
                 if t['type'] == 'TokenizeText']
         assert toks == [aux.tokenizer], rel
+
+    cat = doc_configs['lavt/lavt-cat_swin-b_bert-base_4xb8-40e_refcoco-480x480.py']
+    aux = cat.model.auxiliary_head
+    # Swin stage 3 is 4 times the embedding width; the category map is resized with the image
+    assert aux.type == 'CategoryAuxHead' and aux.in_index == 2
+    assert aux.in_channels == 4 * cat.model.backbone.embed_dims
+    assert isinstance(MODELS.build(aux).conv_seg, torch.nn.Conv2d)
+    steps = [t['type'] for t in cat.train_dataloader.dataset.pipeline]
+    assert steps.index('LoadCategoryMap') < steps.index('Resize')
+    assert cat.train_dataloader.dataset.with_image_anns is True
+    assert 'with_image_anns' not in cat.val_dataloader.dataset
 
     tiny = doc_configs['film/film_tiny_synthetic.py']
     assert tiny.model.backbone.fusions == dict(type='FiLMFusion')

@@ -4,6 +4,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from mmengine.structures import PixelData
 
 from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
@@ -29,6 +30,9 @@ class PackRISInputs(PackSegInputs):
     - ``inputs``: the CHW image tensor;
     - ``data_samples.gt_sem_seg``: ``gt_seg_map`` as int64 ``(1, H, W)``
       (absent when the record has no mask, e.g. pure inference);
+    - ``data_samples.gt_category_map``: ``gt_category_map`` (from
+      :class:`LoadCategoryMap`) as int64 ``(1, H, W)`` :obj:`PixelData`,
+      when present;
     - ``data_samples.input_ids`` / ``data_samples.attention_mask``: int64
       tensors of shape ``(max_length,)``, set as data fields;
     - metainfo: every key of ``meta_keys`` present in the record.
@@ -57,6 +61,10 @@ class PackRISInputs(PackSegInputs):
             ValueError: If a token array is not one-dimensional.
         """
         packed = super().transform(results)
+        if 'gt_category_map' in results:
+            category_map = np.asarray(results['gt_category_map'])
+            packed['data_samples'].gt_category_map = PixelData(
+                data=torch.from_numpy(category_map.astype(np.int64))[None])
         text_data = {}
         for key in TEXT_DATA_KEYS:
             if key not in results:

@@ -293,3 +293,88 @@ def _short(value: object, limit: int = 80) -> str:
     """``repr`` of a value, cut to ``limit`` characters for error messages."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+@TRANSFORMS.register_module()
+class LoadCategoryMap(LoadRefMask):
+    """Rasterise every object of the image into a category map.
+
+    A target for an auxiliary category segmentation head
+    (:class:`CategoryAuxHead`): each pixel holds the COCO ``category_id`` of
+    the object covering it, 0 where none does. Where objects overlap, the
+    smaller one is painted last and wins, so small objects in front of or on
+    large ones (a cup on a table) keep their pixels. Crowd annotations are
+    painted like the others. The record needs ``image_anns`` (dataset
+    option ``with_image_anns=True``). Polygons, RLEs and their checks are
+    :class:`LoadRefMask`'s.
+
+    Required keys:
+
+    - image_anns (list[dict]): ``{'id', 'category_id', 'segmentation'}``.
+    - height (int), width (int)
+
+    Added keys:
+
+    - gt_category_map (np.uint8, (height, width))
+    - seg_fields (list): ``'gt_category_map'`` is appended, so resizing and
+      flipping transforms treat it as a label map (nearest neighbour).
+
+    Raises:
+        KeyError: If ``image_anns``, ``height`` or ``width`` is missing.
+        ValueError: If a ``category_id`` is not an int in [1, 254] (0 is the
+            background and 255 mmseg's ignore index) or a segmentation is
+            malformed.
+    """
+
+    MAX_CATEGORY_ID = 254
+
+    def __init__(self) -> None:
+        super().__init__(polygon_mode='union', allow_empty=True)
+
+    def transform(self, results: dict) -> dict:
+        """Paint ``image_anns`` into ``results['gt_category_map']``.
+
+        Args:
+            results (dict): The pipeline record (see the class docstring).
+
+        Returns:
+            dict: ``results`` with ``gt_category_map`` and updated
+            ``seg_fields``.
+        """
+        ids = self._describe(results)
+        for key in ('image_anns', 'height', 'width'):
+            if key not in results:
+                hint = (' (build the dataset with with_image_anns=True)'
+                        if key == 'image_anns' else '')
+                raise KeyError(f'LoadCategoryMap: key {key!r} missing from '
+                               f'the record ({ids}){hint}')
+        height, width = int(results['height']), int(results['width'])
+        self._check_image_size(results, height, width)
+        painted = []
+        for index, ann in enumerate(results['image_anns']):
+            where = f'{ids}, image_anns[{index}]'
+            if isinstance(ann, dict) and 'id' in ann:
+                where += f' (annotation id {ann["id"]!r})'
+            category = ann.get('category_id') if isinstance(ann, dict) else None
+            valid = (isinstance(category, numbers.Integral)
+                     and not isinstance(category, bool)
+                     and 1 <= category <= self.MAX_CATEGORY_ID)
+            if not valid:
+                raise ValueError(f'LoadCategoryMap: category_id must be an '
+                                 f'int in [1, {self.MAX_CATEGORY_ID}], got '
+                                 f'{_short(category)} ({where})')
+            mask = self._decode_anns([ann], height, width, where).astype(bool)
+            painted.append((int(mask.sum()), int(category), mask))
+        category_map = np.zeros((height, width), dtype=np.uint8)
+        # Largest first: smaller objects are painted over larger ones.
+        for _, category, mask in sorted(painted, key=lambda p: -p[0]):
+            category_map[mask] = category
+        results['gt_category_map'] = category_map
+        seg_fields = list(results.get('seg_fields', []))
+        if 'gt_category_map' not in seg_fields:
+            seg_fields.append('gt_category_map')
+        results['seg_fields'] = seg_fields
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}()'

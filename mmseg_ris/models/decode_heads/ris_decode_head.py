@@ -16,6 +16,30 @@ from mmseg.utils import SampleList
 DEFAULT_THRESHOLD = 0.5
 
 
+def split_backbone_output(inputs: Sequence, owner: str) -> Tuple[Sequence[Tensor], Tensor, Tensor]:
+    """Validate and unpack the vision-language backbone's ``(feats, lang, lang_mask)``.
+
+    Args:
+        inputs (tuple): The backbone output.
+        owner (str): The calling module's name, for error messages.
+
+    Returns:
+        tuple: ``feats`` (a sequence of NCHW maps), ``lang``, ``lang_mask``.
+
+    Raises:
+        TypeError: If ``inputs`` is not a 3-tuple or ``feats`` not a sequence.
+    """
+    if not isinstance(inputs, (tuple, list)) or len(inputs) != 3:
+        raise TypeError(
+            f'{owner}.forward expects the backbone output (feats, lang, lang_mask), got '
+            f'{type(inputs).__name__}'
+            + (f' of length {len(inputs)}' if isinstance(inputs, (tuple, list)) else ''))
+    feats, lang, lang_mask = inputs
+    if not isinstance(feats, (tuple, list)):
+        raise TypeError(f'{owner}: feats must be a list of NCHW maps, got {type(feats).__name__}')
+    return feats, lang, lang_mask
+
+
 class RISBaseDecodeHead(BaseDecodeHead):
     """Base of RIS decode heads: binary output, backbone tuple as input.
 
@@ -121,16 +145,7 @@ class RISBaseDecodeHead(BaseDecodeHead):
             ``input_transform='multiple_select'``, one map otherwise),
             ``lang`` and ``lang_mask``.
         """
-        if not isinstance(inputs, (tuple, list)) or len(inputs) != 3:
-            raise TypeError(
-                f'{type(self).__name__}.forward expects the backbone output '
-                f'(feats, lang, lang_mask), got {type(inputs).__name__}'
-                + (f' of length {len(inputs)}'
-                   if isinstance(inputs, (tuple, list)) else ''))
-        feats, lang, lang_mask = inputs
-        if not isinstance(feats, (tuple, list)):
-            raise TypeError(f'{type(self).__name__}: feats must be a list of '
-                            f'NCHW maps, got {type(feats).__name__}')
+        feats, lang, lang_mask = split_backbone_output(inputs, type(self).__name__)
         return self._transform_inputs(feats), lang, lang_mask
 
     def _weighted_ce_avg_factor(self, loss: nn.Module,
