@@ -113,14 +113,19 @@ class LoadRefMask(BaseTransform):
         else:
             mask = np.zeros((height, width), dtype=np.uint8)
 
-        results['gt_seg_map'] = mask
+        self._set_label_map(results, 'gt_seg_map', mask)
+        return results
+
+    @staticmethod
+    def _set_label_map(results: dict, key: str, label_map: np.ndarray) -> None:
+        """Store a label map and list it in ``seg_fields`` (resized and flipped as labels)."""
+        results[key] = label_map
         # Copy rather than append in place: the list may be shared with the
         # dataset's cached record.
         seg_fields = list(results.get('seg_fields', []))
-        if 'gt_seg_map' not in seg_fields:
-            seg_fields.append('gt_seg_map')
+        if key not in seg_fields:
+            seg_fields.append(key)
         results['seg_fields'] = seg_fields
-        return results
 
     @staticmethod
     def _describe(results: dict) -> str:
@@ -369,11 +374,7 @@ class LoadCategoryMap(LoadRefMask):
         # Largest first: smaller objects are painted over larger ones.
         for _, category, mask in sorted(painted, key=lambda p: -p[0]):
             category_map[mask] = category
-        results['gt_category_map'] = category_map
-        seg_fields = list(results.get('seg_fields', []))
-        if 'gt_category_map' not in seg_fields:
-            seg_fields.append('gt_category_map')
-        results['seg_fields'] = seg_fields
+        self._set_label_map(results, 'gt_category_map', category_map)
         return results
 
     def __repr__(self) -> str:
