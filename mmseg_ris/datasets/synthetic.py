@@ -62,6 +62,13 @@ EXPR_TYPES: Tuple[str, ...] = ('attribute', 'relational', 'superlative',
                                'position')
 
 _SIZE_WORDS = {'small': ('small', 'little'), 'big': ('big', 'large')}
+# The attribute vocabulary by kind, for breaking results down by the words a sentence uses
+# (tools/analysis_tools/word_breakdown.py).
+ATTRIBUTE_WORDS: Dict[str, Tuple[str, ...]] = {
+    'colour': tuple(COLORS),
+    'shape': SHAPES,
+    'size': tuple(w for words in _SIZE_WORDS.values() for w in words),
+}
 _REL_WORDS = {
     'left': ('left of', 'to the left of'),
     'right': ('right of', 'to the right of'),

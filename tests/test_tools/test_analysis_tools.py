@@ -11,6 +11,7 @@ import json
 import os
 import os.path as osp
 import shutil
+import string
 import subprocess
 import sys
 from fractions import Fraction
@@ -271,3 +272,40 @@ def test_analyze_logs_on_a_real_training_run(setup, tmp_path):
                                     str(tmp_path / 'x.png')])
     assert "'loss_dice' is not in the log" in str(e.value) and 'decode.loss_ce' in str(e.value)
     assert not (tmp_path / 'x.png').exists()
+
+
+# ---------------------------------------------------------------------------------- word breakdown
+def test_word_breakdown_cli(setup, tmp_path, capsys):
+    results = str(tmp_path / 'results')
+    _score(setup.samples, setup.preds, results, keep_results=False, extra=False)
+    out = str(tmp_path / 'wb.json')
+    result = _tool('word_breakdown').main([setup.cfg_path, results, '--min-count', '1', '--out', out])
+    with open(out) as f:
+        written = json.load(f)
+    assert written['by_word'] == result['by_word'] and written['by_kinds'] == result['by_kinds']
+    # independently: every word's oIoU from the ground truth / predictions made in the fixture
+    words = {}
+    for e in setup.expected:
+        text = ''.join(' ' if c in string.punctuation else c for c in e['text'].lower())
+        for w in set(text.split()):
+            words.setdefault(w, []).append(e)
+    by_word = {r['word']: r for r in result['by_word']}
+    assert set(by_word) == set(words)
+    for w, es in words.items():
+        assert by_word[w]['sentences'] == len(es)
+        assert by_word[w]['oIoU'] == pytest.approx(
+            100 * sum(e['I'] for e in es) / sum(e['U'] for e in es))
+    assert sum(r['sentences'] for r in result['by_kinds']) == len(setup.expected)
+    assert 'lowest oIoU first' in capsys.readouterr().out
+
+    group = setup.expected[0]['group']
+    kinds = _tool('word_breakdown').main([setup.cfg_path, results, '--group', group, '--out', out,
+                                          '--word-kinds', 'colour=red,blue', 'rest=the'])
+    assert {r['kinds'] for r in kinds['by_kinds']} <= {'(none)', 'colour', 'rest', 'colour+rest'}
+    assert sum(r['sentences'] for r in kinds['by_kinds']) == sum(
+        e['group'] == group for e in setup.expected)
+    with pytest.raises(SystemExit):
+        _tool('word_breakdown').main([setup.cfg_path, results, '--word-kinds', 'colour'])
+    with pytest.raises(SystemExit, match='no sentence text'):  # results of another split
+        _tool('word_breakdown').main([setup.cfg_path, results, '--out', out, '--cfg-options',
+                                      'test_dataloader.dataset.split=testA'])

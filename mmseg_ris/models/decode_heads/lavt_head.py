@@ -1,5 +1,5 @@
 """LAVT's simple top-down decoder."""
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -8,7 +8,7 @@ from mmcv.cnn import ConvModule
 from torch import Tensor
 
 from mmseg.registry import MODELS
-from mmseg.utils import ConfigType
+from mmseg.utils import ConfigType, OptConfigType
 from .ris_decode_head import RISBaseDecodeHead
 
 
@@ -35,6 +35,15 @@ class LAVTHead(RISBaseDecodeHead):
     ``merges[i]`` is the merge that produces stride ``in_index[-2 - i]``
     features (``merges[0]`` joins the two deepest maps).
 
+    ``fusion`` (not in LAVT, off by default) adds a fusion module after every
+    merge, on the decoder's own features: a pixel there has seen the merged
+    deeper maps through two 3x3 convolutions, so it can match words that
+    describe a whole object (its shape) at fine resolution, where the
+    backbone's shallow stages only see colour. The module is built like the
+    backbone's (``vis_channels=channels``; ``lang_channels`` from the
+    config) and its stream output ``x + gate(r) * r`` replaces the running
+    feature.
+
     Args:
         in_channels (Sequence[int]): Widths of the selected maps, shallow to
             deep. Defaults to ``(128, 256, 512, 1024)`` (Swin-B).
@@ -50,14 +59,18 @@ class LAVTHead(RISBaseDecodeHead):
             Defaults to True (LAVT).
         loss_decode (dict | Sequence[dict]): Decode loss(es). Defaults to
             LAVT's class-weighted cross entropy.
+        fusion (dict, optional): Fusion module (e.g. ``dict(type='PWAM',
+            lang_channels=768)``) applied after each merge; must set
+            ``lang_channels``. Defaults to None (LAVT).
         **kwargs: Other :class:`RISBaseDecodeHead` / ``BaseDecodeHead``
             arguments (``out_channels``, ``act_cfg``, ``conv_cfg``,
             ``ignore_index``, ``init_cfg``, ...). ``input_transform`` is
             fixed to ``'multiple_select'``.
 
     Raises:
-        ValueError: If fewer than two input maps are configured, or
-            ``in_channels`` and ``in_index`` differ in length.
+        ValueError: If fewer than two input maps are configured,
+            ``in_channels`` and ``in_index`` differ in length, or ``fusion``
+            lacks ``lang_channels`` or sets ``vis_channels``.
     """
 
     def __init__(self,
@@ -74,6 +87,7 @@ class LAVTHead(RISBaseDecodeHead):
                      class_weight=[0.9, 1.1],
                      avg_non_ignore=True,
                      loss_weight=1.0),
+                 fusion: OptConfigType = None,
                  **kwargs) -> None:
         if len(in_channels) < 2 or len(in_channels) != len(in_index):
             raise ValueError(
@@ -116,26 +130,36 @@ class LAVTHead(RISBaseDecodeHead):
                         norm_cfg=self.norm_cfg,
                         act_cfg=self.act_cfg)))
             running = channels
+        self.fusions: Optional[nn.ModuleList] = None
+        if fusion is not None:
+            if 'lang_channels' not in fusion or 'vis_channels' in fusion:
+                raise ValueError(
+                    f'LAVTHead: fusion must set lang_channels (the text '
+                    f'encoder width) and not vis_channels (it is channels='
+                    f'{channels}), got {dict(fusion)}')
+            self.fusions = nn.ModuleList(
+                MODELS.build(dict(fusion, vis_channels=channels))
+                for _ in self.merges)
 
     def forward(self, inputs: Sequence) -> Tensor:
         """Decode the fused features.
 
         Args:
             inputs (tuple): Backbone output ``(feats, lang, lang_mask)``;
-                the language is not used by this head.
+                the language is used only by the optional ``fusion``.
 
         Returns:
             Tensor: Logits ``(B, out_channels, H1, W1)`` at the size of the
             shallowest selected map (stride 4 for Swin).
         """
-        feats, _, _ = self._split_inputs(inputs)
+        feats, lang, lang_mask = self._split_inputs(inputs)
         for i, (feat, width) in enumerate(zip(feats, self.in_channels)):
             if feat.dim() != 4 or feat.shape[1] != width:
                 raise ValueError(
                     f'LAVTHead: feature {i} (in_index {self.in_index[i]}) '
                     f'should be (B, {width}, H, W), got {tuple(feat.shape)}')
         x = feats[-1]
-        for merge, skip in zip(self.merges, reversed(feats[:-1])):
+        for i, (merge, skip) in enumerate(zip(self.merges, reversed(feats[:-1]))):
             # F.interpolate, not mmseg's resize: its align_corners warning
             # would fire on every 15 -> 30 style upsampling.
             x = F.interpolate(
@@ -144,4 +168,9 @@ class LAVTHead(RISBaseDecodeHead):
                 mode='bilinear',
                 align_corners=self.align_corners)
             x = merge(torch.cat([x, skip], dim=1))
+            if self.fusions is not None:
+                b, c, h, w = x.shape
+                stream, _, _ = self.fusions[i](
+                    x.flatten(2).transpose(1, 2), (h, w), lang, lang_mask)
+                x = stream.transpose(1, 2).reshape(b, c, h, w)
         return self.cls_seg(x)

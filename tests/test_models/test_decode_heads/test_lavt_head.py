@@ -197,3 +197,55 @@ def test_bad_inputs():
     feats[2] = feats[2][:, :3]
     with pytest.raises(ValueError, match=r'feature 2 \(in_index 2\)'):
         head((feats, lang, mask))
+
+
+FUSION = dict(type='PWAM', lang_channels=6, num_heads=2)
+
+
+def _decode_by_hand(head, feats, lang, mask):
+    """LAVTHead.forward written out: merge, then the merge's PWAM on its tokens."""
+    x = feats[-1]
+    for merge, fusion, skip in zip(head.merges, head.fusions, reversed(feats[:-1])):
+        x = F.interpolate(x, size=skip.shape[2:], mode='bilinear', align_corners=True)
+        x = merge(torch.cat([x, skip], dim=1))
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)
+        r = fusion.multimodal_features(tokens, lang, mask)
+        tokens = tokens + fusion.gate(r) * r
+        x = tokens.transpose(1, 2).reshape(b, c, h, w)
+    return head.conv_seg(x)
+
+
+def test_decoder_fusion_starts_as_lavt_and_uses_the_words():
+    torch.manual_seed(0)
+    plain = LAVTHead(**SMALL).eval()
+    fused = LAVTHead(**SMALL, fusion=FUSION).eval()
+    assert len(fused.fusions) == 3
+    assert all(f.vis_channels == 8 and f.lang_channels == 6 for f in fused.fusions)
+    fused.load_state_dict(plain.state_dict(), strict=False)
+    feats, lang, mask = make_inputs()
+    # zero-initialised gates: at the first step the decoder is LAVT's
+    torch.testing.assert_close(fused((feats, lang, mask)), plain((feats, lang, mask)))
+
+    for fusion in fused.fusions:  # open the gates
+        torch.nn.init.normal_(fusion.gate.fc2.weight)
+    out = fused((feats, lang, mask))
+    torch.testing.assert_close(out, _decode_by_hand(fused, feats, lang, mask))
+    assert not torch.allclose(out, plain((feats, lang, mask)), atol=1e-3)
+    other = lang.clone()
+    other[:, 1] += 1.0  # another word
+    assert not torch.allclose(fused((feats, other, mask)), out, atol=1e-3)
+    padded = mask.clone()
+    padded[:, 3:] = 0
+    changed = lang.clone()
+    changed[:, 3:] = torch.randn_like(changed[:, 3:]) * 10  # padding only
+    torch.testing.assert_close(fused((feats, changed, padded)), fused((feats, lang, padded)))
+
+
+@pytest.mark.parametrize('fusion, match', [
+    (dict(type='PWAM'), 'lang_channels'),
+    (dict(type='PWAM', lang_channels=6, vis_channels=8), 'not vis_channels'),
+])
+def test_decoder_fusion_bad_config(fusion, match):
+    with pytest.raises(ValueError, match=match):
+        LAVTHead(**SMALL, fusion=fusion)
