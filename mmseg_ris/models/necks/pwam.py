@@ -34,6 +34,7 @@ class PWAM(BaseModule):
         out   = InstanceNorm(Conv1x1(attn v))
         r     = GELU(Conv1x1(vis * out))
         x_stream = x + gate(r) * r,   x_out = r,   lang unchanged
+                          (x_out = x_stream with output='stream')
 
     ``d`` is the per-head width (``C / num_heads``); with LAVT's single head
     it is ``C``, i.e. LAVT's ``C^-0.5``. Padded words (``lang_mask == 0``)
@@ -61,12 +62,18 @@ class PWAM(BaseModule):
             pretrained Swin stream is untouched at the first step) or
             ``'trunc_normal'`` (the released LAVT behaviour, where the zero
             init was overwritten by a std-0.02 init).
+        output (str): What goes to the decoder: ``'fused'`` (default, LAVT:
+            ``x_out = r``, features the sentence has already gated) or
+            ``'stream'`` (``x_out = x_stream``: the visual features of every
+            object plus the gated residual, for a decoder that fuses the
+            language itself, e.g. ``LAVTHead(fusion=...)``).
         init_cfg (dict, optional): mmengine init config. Defaults to None
             (PyTorch's default init of the 1x1 convolutions, as in LAVT).
 
     Raises:
         ValueError: On non-positive widths, a head count that does not divide
-            ``vis_channels`` or a dropout outside ``[0, 1)``.
+            ``vis_channels``, a dropout outside ``[0, 1)`` or an unknown
+            ``output``.
     """
 
     def __init__(self,
@@ -76,6 +83,7 @@ class PWAM(BaseModule):
                  dropout: float = 0.0,
                  gate_act_cfg: ConfigType = dict(type='ReLU'),
                  gate_init: str = 'zero_last',
+                 output: str = 'fused',
                  init_cfg: OptConfigType = None) -> None:
         super().__init__(init_cfg=init_cfg)
         for name, value in (('vis_channels', vis_channels),
@@ -90,6 +98,9 @@ class PWAM(BaseModule):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f'PWAM: dropout must be in [0, 1), got '
                              f'{dropout!r}')
+        if output not in ('fused', 'stream'):
+            raise ValueError(f"PWAM: output must be 'fused' or 'stream', got {output!r}")
+        self.output = output
         self.vis_channels = vis_channels
         self.lang_channels = lang_channels
         self.num_heads = num_heads
@@ -163,10 +174,11 @@ class PWAM(BaseModule):
 
         Returns:
             tuple[Tensor, Tensor, Tensor]: ``x_stream = x + gate(r) * r``
-            (continues through the backbone), ``x_out = r`` (for the
-            decoder) and ``lang`` unchanged.
+            (continues through the backbone), ``x_out`` (for the decoder:
+            ``r``, or ``x_stream`` with ``output='stream'``) and ``lang``
+            unchanged.
         """
         self._check_inputs(x, hw, lang, lang_mask)
         r = self.multimodal_features(x, lang, lang_mask)
         x_stream = x + self.gate(r) * r
-        return x_stream, r, lang
+        return x_stream, (r if self.output == 'fused' else x_stream), lang

@@ -165,10 +165,27 @@ def test_gate_values():
     (dict(vis_channels=0, lang_channels=6), 'vis_channels'),
     (dict(vis_channels=8, lang_channels=6, dropout=1.0), 'dropout'),
     (dict(vis_channels=8, lang_channels=6, gate_init='zeros'), 'init_mode'),
+    (dict(vis_channels=8, lang_channels=6, output='both'), 'output must be'),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PWAM(**kwargs)
+
+
+def test_stream_output_sends_the_stream_to_the_decoder():
+    torch.manual_seed(0)
+    fused = PWAM(C, CL, num_heads=2, gate_init='trunc_normal')
+    stream = PWAM(C, CL, num_heads=2, gate_init='trunc_normal', output='stream')
+    stream.load_state_dict(fused.state_dict())
+    x, lang, mask = make_inputs()
+    s1, out1, l1 = fused(x, (H, W), lang, mask)
+    s2, out2, l2 = stream(x, (H, W), lang, mask)
+    r = reference_r(fused, x, lang, mask)
+    torch.testing.assert_close(out1, r, rtol=1e-4, atol=1e-5)  # LAVT: the decoder gets r
+    torch.testing.assert_close(s2, s1)
+    torch.testing.assert_close(out2, s1)  # stream: the decoder gets x + gate(r) * r
+    torch.testing.assert_close(s2, x + fused.gate(r) * r, rtol=1e-4, atol=1e-5)
+    assert torch.equal(l2, lang)
 
 
 def test_bad_inputs_name_the_argument():
