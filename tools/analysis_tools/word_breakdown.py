@@ -68,7 +68,8 @@ def main(argv=None):
         sys.path.insert(0, REPO_ROOT)
     from mmseg_ris.datasets.synthetic import ATTRIBUTE_WORDS
     from mmseg_ris.evaluation.word_breakdown import breakdown_by_word, breakdown_by_word_kinds
-    from mmseg_ris.visualization.worst import build_test_dataset, load_per_sentence
+    from mmseg_ris.visualization.worst import (build_test_dataset, index_by_ids,
+                                               load_per_sentence)
 
     if not osp.isfile(args.config):
         raise SystemExit(f'word_breakdown.py: config file {args.config!r} does not exist')
@@ -78,10 +79,7 @@ def main(argv=None):
     try:
         records = load_per_sentence(args.result_dir)
         dataset = build_test_dataset(cfg)
-        texts = {}
-        for i in range(len(dataset)):
-            info = dataset.get_data_info(i)
-            texts[(info.get('ref_id'), info.get('sent_id'))] = info['text']
+        texts = {key: dataset.get_data_info(i)['text'] for key, i in index_by_ids(dataset).items()}
         kinds = args.word_kinds or dict(ATTRIBUTE_WORDS)
         by_kinds = breakdown_by_word_kinds(records, texts, kinds, args.group)
         by_word = breakdown_by_word(records, texts, args.min_count, args.group)

@@ -37,9 +37,9 @@ class LAVTHead(RISBaseDecodeHead):
 
     ``fusion`` (not in LAVT, off by default) adds a fusion module after every
     merge, on the decoder's own features: a pixel there has seen the merged
-    deeper maps through two 3x3 convolutions, so it can match words that
-    describe a whole object (its shape) at fine resolution, where the
-    backbone's shallow stages only see colour. The module is built like the
+    deeper maps through two 3x3 convolutions, so it can match words about
+    the whole object (on the synthetic set: sizes, relations) at fine
+    resolution, where the backbone's shallow stages only see colour. The module is built like the
     backbone's (``vis_channels=channels``; ``lang_channels`` from the
     config) and its stream output ``x + gate(r) * r`` replaces the running
     feature.
