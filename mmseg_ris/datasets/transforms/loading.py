@@ -304,8 +304,8 @@ def _short(value: object, limit: int = 80) -> str:
 class LoadCategoryMap(LoadRefMask):
     """Rasterise every object of the image into a category map.
 
-    A target for an auxiliary category segmentation head
-    (:class:`CategoryAuxHead`): each pixel holds the COCO ``category_id`` of
+    A target for auxiliary category segmentation (a decode head's
+    ``category_aux`` or :class:`CategoryAuxHead`): each pixel holds the COCO ``category_id`` of
     the object covering it, 0 where none does. Where objects overlap, the
     smaller one is painted last and wins, so small objects in front of or on
     large ones (a cup on a table) keep their pixels. Crowd annotations are

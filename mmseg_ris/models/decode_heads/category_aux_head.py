@@ -1,14 +1,12 @@
 """CategoryAuxHead: training-only category segmentation of every object in the image."""
 from typing import Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mmseg.models.decode_heads import FCNHead
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
-from .ris_decode_head import split_backbone_output
+from .ris_decode_head import split_backbone_output, stack_category_maps
 
 
 @MODELS.register_module()
@@ -25,6 +23,11 @@ class CategoryAuxHead(FCNHead):
     and a cross-entropy loss. It is an ``auxiliary_head`` of
     :class:`RISEncoderDecoder`: used in training only, so inference cost and
     outputs do not change.
+
+    On the tiny LAVT the same supervision helps far more when it is applied
+    to the decode head's own last features (``category_aux`` of
+    :class:`RISBaseDecodeHead`) than to a backbone map through this head
+    (docs/get_started.md).
 
     Args:
         num_classes (int): Category ids + 1 (ids run from 1; 0 is the
@@ -53,22 +56,5 @@ class CategoryAuxHead(FCNHead):
             KeyError: If a sample has no ``gt_category_map``.
             ValueError: If a category id is not below ``num_classes``.
         """
-        maps = []
-        for i, sample in enumerate(batch_data_samples):
-            if 'gt_category_map' not in sample:
-                raise KeyError(
-                    f'{type(self).__name__}: data sample {i} has no gt_category_map; add '
-                    f'LoadCategoryMap to the training pipeline (dataset with_image_anns=True)')
-            maps.append(sample.gt_category_map.data)
-        height = max(m.shape[-2] for m in maps)
-        width = max(m.shape[-1] for m in maps)
-        labels = torch.stack([
-            F.pad(m, (0, width - m.shape[-1], 0, height - m.shape[-2]), value=self.ignore_index)
-            for m in maps
-        ])
-        valid = labels[labels != self.ignore_index]
-        if valid.numel() and int(valid.max()) >= self.num_classes:
-            raise ValueError(f'{type(self).__name__}: category id {int(valid.max())} in '
-                             f'gt_category_map, but num_classes={self.num_classes} (ids must be '
-                             f'below it)')
-        return labels
+        return stack_category_maps(batch_data_samples, self.num_classes, self.ignore_index,
+                                   type(self).__name__)

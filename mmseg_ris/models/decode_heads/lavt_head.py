@@ -63,7 +63,7 @@ class LAVTHead(RISBaseDecodeHead):
             lang_channels=768)``) applied after each merge; must set
             ``lang_channels``. Defaults to None (LAVT).
         **kwargs: Other :class:`RISBaseDecodeHead` / ``BaseDecodeHead``
-            arguments (``out_channels``, ``act_cfg``, ``conv_cfg``,
+            arguments (``category_aux``, ``out_channels``, ``act_cfg``, ``conv_cfg``,
             ``ignore_index``, ``init_cfg``, ...). ``input_transform`` is
             fixed to ``'multiple_select'``.
 
@@ -141,16 +141,16 @@ class LAVTHead(RISBaseDecodeHead):
                 MODELS.build(dict(fusion, vis_channels=channels))
                 for _ in self.merges)
 
-    def forward(self, inputs: Sequence) -> Tensor:
-        """Decode the fused features.
+    def _forward_feature(self, inputs: Sequence) -> Tensor:
+        """The decoder's stride-4 features, before ``conv_seg``.
 
         Args:
             inputs (tuple): Backbone output ``(feats, lang, lang_mask)``;
                 the language is used only by the optional ``fusion``.
 
         Returns:
-            Tensor: Logits ``(B, out_channels, H1, W1)`` at the size of the
-            shallowest selected map (stride 4 for Swin).
+            Tensor: ``(B, channels, H1, W1)`` at the size of the shallowest
+            selected map (stride 4 for Swin).
         """
         feats, lang, lang_mask = self._split_inputs(inputs)
         for i, (feat, width) in enumerate(zip(feats, self.in_channels)):
@@ -173,4 +173,16 @@ class LAVTHead(RISBaseDecodeHead):
                 stream, _, _ = self.fusions[i](
                     x.flatten(2).transpose(1, 2), (h, w), lang, lang_mask)
                 x = stream.transpose(1, 2).reshape(b, c, h, w)
-        return self.cls_seg(x)
+        return x
+
+    def forward(self, inputs: Sequence) -> Tensor:
+        """Decode the fused features.
+
+        Args:
+            inputs (tuple): Backbone output ``(feats, lang, lang_mask)``.
+
+        Returns:
+            Tensor: Logits ``(B, out_channels, H1, W1)`` at the size of the
+            shallowest selected map (stride 4 for Swin).
+        """
+        return self.cls_seg(self._forward_feature(inputs))
