@@ -165,6 +165,7 @@ def test_page_has_the_documented_blocks(blocks):
         'film/film_tiny_synthetic.py',
         'film/film-mg_tiny_synthetic.py',
         'lavt/lavt-cat_swin-b_bert-base_4xb8-40e_refcoco-480x480.py',
+        'lavt/lavt-cataux_swin-b_bert-base_4xb8-40e_refcoco-480x480.py',
     }
 
 
@@ -207,15 +208,25 @@ def test_page_configs_load_and_inherit(doc_ns, doc_configs):
         assert toks == [aux.tokenizer], rel
 
     cat = doc_configs['lavt/lavt-cat_swin-b_bert-base_4xb8-40e_refcoco-480x480.py']
-    aux = cat.model.auxiliary_head
-    # Swin stage 3 is 4 times the embedding width; the category map is resized with the image
-    assert aux.type == 'CategoryAuxHead' and aux.in_index == 2
-    assert aux.in_channels == 4 * cat.model.backbone.embed_dims
-    assert isinstance(MODELS.build(aux).conv_seg, torch.nn.Conv2d)
+    head = MODELS.build(cat.model.decode_head)
+    # a 1x1 convolution from the decoder's width to the 91 COCO ids (+ background)
+    assert (head.conv_category.in_channels, head.conv_category.out_channels) == (512, 91)
+    assert head.category_losses[0].loss_weight == 0.4
+    assert 'auxiliary_head' not in cat.model
+    # the category map is resized with the image; only training loads it
     steps = [t['type'] for t in cat.train_dataloader.dataset.pipeline]
     assert steps.index('LoadCategoryMap') < steps.index('Resize')
     assert cat.train_dataloader.dataset.with_image_anns is True
     assert 'with_image_anns' not in cat.val_dataloader.dataset
+
+    cataux = doc_configs['lavt/lavt-cataux_swin-b_bert-base_4xb8-40e_refcoco-480x480.py']
+    aux = cataux.model.auxiliary_head
+    # Swin stage 3 is 4 times the embedding width
+    assert aux.type == 'CategoryAuxHead' and aux.in_index == 2
+    assert aux.in_channels == 4 * cataux.model.backbone.embed_dims
+    assert isinstance(MODELS.build(aux).conv_seg, torch.nn.Conv2d)
+    assert cataux.model.decode_head.category_aux is None
+    assert cataux.train_dataloader.dataset.with_image_anns is True
 
     tiny = doc_configs['film/film_tiny_synthetic.py']
     assert tiny.model.backbone.fusions == dict(type='FiLMFusion')
@@ -280,6 +291,8 @@ def make_batch(texts, masks, size=IMG_SIZE, seed=0):
         ds.set_data(dict(input_ids=torch.from_numpy(tokens['input_ids']),
                          attention_mask=torch.from_numpy(tokens['attention_mask'])))
         ds.gt_sem_seg = PixelData(data=mask[None].long())
+        # the tiny configs' category_aux target: the referent as category 3
+        ds.gt_category_map = PixelData(data=3 * mask[None].long())
         samples.append(ds)
     return image.expand(len(samples), -1, -1, -1).contiguous(), samples
 

@@ -9,6 +9,7 @@ optim_wrapper = dict(
         'text_encoder': dict(lr_mult=0.1),
         'norm': dict(decay_mult=0.),
         'relative_position_bias_table': dict(decay_mult=0.),
+        'absolute_pos_embed': dict(decay_mult=0.),
     }),
     clip_grad=dict(max_norm=1.0))
 param_scheduler = [
