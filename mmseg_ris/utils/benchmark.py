@@ -454,8 +454,8 @@ def make_synthetic_batch(batch_size: int,
     """A data batch as the dataloader yields it (``pseudo_collate`` of ``PackRISInputs`` outputs).
 
     Images are random uint8 CHW tensors of the input size (so the data preprocessor only normalises and
-    stacks), masks random 0/1 maps, expressions ``[CLS]`` + random word ids + ``[SEP]`` + padding with
-    4..``num_tokens - 2`` words, padded to ``num_tokens`` like ``TokenizeText``.
+    stacks), masks random 0/1 maps (also as the category map), expressions ``[CLS]`` + random word ids +
+    ``[SEP]`` + padding with 4..``num_tokens - 2`` words, padded to ``num_tokens`` like ``TokenizeText``.
 
     Args:
         batch_size (int): Number of samples.
@@ -495,6 +495,8 @@ def make_synthetic_batch(batch_size: int,
                                          pad_shape=(h, w), scale_factor=(1.0, 1.0), flip=False,
                                          text='synthetic', ref_id=i, sent_id=i, exist=True))
         ds.gt_sem_seg = PixelData(data=torch.randint(0, 2, (1, h, w), generator=g, dtype=torch.long))
+        # the target of a decode head's category_aux (category 1 on the referent), unused otherwise
+        ds.gt_category_map = PixelData(data=ds.gt_sem_seg.data.clone())
         ds.set_data(dict(input_ids=ids, attention_mask=mask))
         samples.append(ds)
     return dict(inputs=inputs, data_samples=samples)

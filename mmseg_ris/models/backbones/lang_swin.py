@@ -8,6 +8,7 @@ from mmengine.model.weight_init import (constant_init, trunc_normal_,
 from mmseg.models.backbones import SwinTransformer
 from mmseg.models.backbones.swin import WindowMSA
 from mmseg.registry import MODELS
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..utils.swin_checkpoint import load_pretrained_swin
@@ -77,6 +78,11 @@ class LangSwinTransformer(SwinTransformer):
         self._check_init_cfg(kwargs.get('init_cfg'))
         super().__init__(**kwargs)
         num_visual = len(self.stages)
+        # the patch grid the absolute position table (if any) is learnt for, as mmseg's Swin sizes it
+        pretrain = kwargs.get('pretrain_img_size', 224)
+        pretrain = (pretrain, pretrain) if isinstance(pretrain, int) else tuple(pretrain)
+        patch = kwargs.get('patch_size', 4)
+        self.pretrain_img_size_patches = (pretrain[0] // patch, pretrain[1] // patch)
         if patch_embed is not None:
             # width and stride of the Swin patchify being replaced
             self._replace_patch_embed(
@@ -272,6 +278,28 @@ class LangSwinTransformer(SwinTransformer):
             self.text_encoder.init_weights()
         self._is_init = True
 
+    def abs_pos_embed_at(self, hw_shape: Tuple[int, int]) -> Tensor:
+        """The absolute position table for a ``hw_shape`` patch grid.
+
+        The table is learnt for ``pretrain_img_size / patch_size``; other
+        input sizes get it resized bicubically (mmseg's Swin would fail on
+        the shape mismatch), so a model trained at one size still runs at
+        another (benchmarks, demos).
+
+        Args:
+            hw_shape (tuple[int, int]): Patch grid ``(H, W)`` of the input.
+
+        Returns:
+            Tensor: ``(1, H * W, C)``.
+        """
+        table = self.absolute_pos_embed
+        grid = self.pretrain_img_size_patches
+        if tuple(hw_shape) == grid:
+            return table
+        table = table.reshape(1, *grid, -1).permute(0, 3, 1, 2)
+        table = F.interpolate(table, size=tuple(hw_shape), mode='bicubic', align_corners=False)
+        return table.flatten(2).transpose(1, 2)
+
     def forward(self, img: Tensor, input_ids: Tensor,
                 attention_mask: Tensor
                 ) -> Tuple[List[Tensor], Tensor, Tensor]:
@@ -300,7 +328,7 @@ class LangSwinTransformer(SwinTransformer):
 
         x, hw_shape = self.patch_embed(img)
         if self.use_abs_pos_embed:
-            x = x + self.absolute_pos_embed
+            x = x + self.abs_pos_embed_at(hw_shape)
         x = self.drop_after_pos(x)
         lang = self.text_encoder.embed(input_ids, attention_mask)
 

@@ -257,6 +257,31 @@ def test_no_fusion_is_bit_identical_to_mmseg_swin():
     assert lang_mask is mask
 
 
+def test_absolute_positions_at_the_trained_and_at_other_sizes():
+    """At the size it was learnt for, the table is added as mmseg's Swin adds it; at other sizes it
+    is resized bicubically (mmseg's Swin fails there)."""
+    ref = random_swin(use_abs_pos_embed=True, pretrain_img_size=64)
+    model = build_lang_swin(use_abs_pos_embed=True, pretrain_img_size=64).eval()
+    model.load_state_dict(ref.state_dict(), strict=False)
+    assert model.pretrain_img_size_patches == (16, 16)
+    ids, mask = tokens()
+    with torch.no_grad():
+        expected = ref(image())
+        feats, _, _ = model(image(), ids, mask)
+        for got, want in zip(feats, expected):
+            assert torch.equal(got, want)
+        # 32 x 48 input: a 8 x 12 patch grid
+        table = ref.absolute_pos_embed.reshape(1, 16, 16, -1).permute(0, 3, 1, 2)
+        table = F.interpolate(table, size=(8, 12), mode='bicubic', align_corners=False)
+        torch.testing.assert_close(model.abs_pos_embed_at((8, 12)),
+                                   table.flatten(2).transpose(1, 2))
+        img = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(3))
+        feats, _, _ = model(img, ids, mask)
+    assert feats[0].shape == (2, 16, 8, 12)
+    with pytest.raises(RuntimeError):
+        ref(img)
+
+
 def test_out_norm_false_returns_unnormed_stage_outputs():
     ref = random_swin()
     for i in range(4):
