@@ -4,15 +4,14 @@
     bash tools/dist_train.sh CONFIG GPUS [...]          # several GPUs / nodes
 """
 import argparse
-import logging
 import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 import mmseg_ris  # noqa: F401  (registers datasets, transforms, models, metrics; safe checkpoint loading)
+from mmseg_ris.utils.amp import enable_amp
 from mmseg_ris.utils.dist import close_distributed, init_cpu_distributed
 
 
@@ -24,7 +23,7 @@ def parse_args():
         '--resume', nargs='?', type=str, const='auto',
         help='resume from CKPT, or, given without a value, from the latest checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true', default=False,
-                        help='enable automatic-mixed-precision training')
+                        help='enable automatic-mixed-precision training (float16 on GPU, bfloat16 on CPU)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, e.g. train_dataloader.batch_size=4')
@@ -53,15 +52,7 @@ def main():
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
     if args.amp:
-        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if optim_wrapper == 'AmpOptimWrapper':
-            print_log('AMP training is already enabled in your config.', logger='current',
-                      level=logging.WARNING)
-        else:
-            if optim_wrapper != 'OptimWrapper':
-                raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {optim_wrapper}')
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+        enable_amp(cfg)
 
     if args.resume == 'auto':
         cfg.resume = True
