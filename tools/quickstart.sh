@@ -18,7 +18,7 @@ NUM_IMAGES="${NUM_IMAGES:-2000}"
 SEED="${SEED:-0}"
 CONFIG="${CONFIG:-configs/lavt/lavt_tiny_synthetic.py}"
 # ~10 minutes of training on a 2-core CPU (docs/get_started.md has the measured figures)
-MAX_ITERS="${MAX_ITERS:-780}"
+MAX_ITERS="${MAX_ITERS:-1200}"
 # linear warm-up: a tenth of the run, at most the schedule's 100 iterations, at least 1
 WARMUP="${WARMUP:-$(( MAX_ITERS / 10 < 100 ? MAX_ITERS / 10 : 100 ))}"
 [ "$WARMUP" -ge 1 ] || WARMUP=1

@@ -100,7 +100,7 @@ class RISInferencer:
 
     Examples:
         >>> inferencer = RISInferencer('configs/lavt/lavt_tiny_synthetic.py',
-        ...                            weights='work_dirs/quickstart/train/iter_780.pth')
+        ...                            weights='work_dirs/quickstart/train/iter_1200.pth')
         >>> out = inferencer('demo.jpg', texts=['red circle', 'the blue square left of it'])
         >>> out['predictions'][0]['mask'].shape   # (H, W) of demo.jpg, bool
         >>> out = inferencer([dict(img='a.jpg', text='left dog'), dict(img=array, text=['man', 'cup'])],

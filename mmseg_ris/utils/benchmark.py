@@ -286,6 +286,8 @@ def prepare_benchmark_config(cfg: Config) -> List[str]:
     * Every ``init_cfg`` of type ``Pretrained`` becomes None, other ``pretrained`` strings become None,
       ``load_from`` None and ``resume`` False.
     * ``SyncBN`` becomes ``BN``: the benchmark is one process without ``torch.distributed``.
+    * A text encoder ``cache_size`` becomes 0: the timed runs repeat one batch, which a cache would
+      answer without encoding, so the figures would leave the text encoder out.
     * A ``TokenizeText`` or model part (e.g. the Mask Grounding head) whose ``tokenizer`` folder does not
       exist uses :data:`FALLBACK_TOKENIZER` (the bert-base-uncased vocabulary), so nothing needs
       ``pretrained/``.
@@ -307,6 +309,9 @@ def prepare_benchmark_config(cfg: Config) -> List[str]:
         if d.get('type') == 'SyncBN':
             d['type'] = 'BN'
             notes.append(f'{path}: SyncBN -> BN')
+        if d.get('cache_size'):
+            notes.append(f'{path}.cache_size: {d["cache_size"]} -> 0 (every run encodes the text)')
+            d['cache_size'] = 0
         init_cfg = d.get('init_cfg')
         inits = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
         if any(isinstance(i, dict) and i.get('type') == 'Pretrained' for i in inits):

@@ -115,6 +115,15 @@ def test_text_encoder_overrides_survive_and_local_architecture_is_read(tmp_path)
     assert enc.config['max_position_embeddings'] == BERT_BASE_CONFIG['max_position_embeddings']
 
 
+def test_text_encoder_cache_is_switched_off():
+    """The timed runs repeat one batch: a cache would answer it without encoding."""
+    cfg = Config.fromfile(TINY)
+    assert cfg.model.backbone.text_encoder.cache_size > 0
+    notes = prepare_benchmark_config(cfg)
+    assert cfg.model.backbone.text_encoder.cache_size == 0
+    assert any('cache_size' in n and '-> 0' in n for n in notes)
+
+
 def test_config_errors():
     with pytest.raises(KeyError, match='no `model`'):
         prepare_benchmark_config(Config(dict(train_dataloader=dict())))
@@ -232,7 +241,7 @@ def test_measure_train_step(tiny_cfg, tiny_model):
     r = measure_train_step(model, tiny_cfg.optim_wrapper, 2, SIZE, warmup=1, iters=2, progress=False)
     assert len(r['batch_s']) == 2 and all(t > 0 for t in r['batch_s'])
     assert len(r['cpu_batch_s']) == 2 and all(t > 0 for t in r['cpu_batch_s'])
-    assert r['optimizer'] == 'AdamW' and r['optim_wrapper'] == 'OptimWrapper'
+    assert r['optimizer'] == 'AdamW' and r['optim_wrapper'] == 'CPUAmpOptimWrapper'  # the tiny config's
     assert math.isfinite(r['last_loss']) and r['last_loss'] > 0
     assert not torch.equal(before, head_weight.detach())
     # AdamW keeps two fp32 moments per trainable parameter, created during the measured warm-up step

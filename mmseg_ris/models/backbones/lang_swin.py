@@ -36,7 +36,10 @@ class LangSwinTransformer(SwinTransformer):
             x = downsample_i(x_stream)
 
     With one language stage (LAVT: the whole BERT) it runs before fusion 0;
-    with four (MagNet) stage k runs before fusion k.
+    with four (MagNet) stage k runs before fusion k. When every language
+    stage sits before fusion 0, the encoder is called once as
+    ``text_encoder(ids, mask)`` instead (same result), so a frozen encoder
+    can serve it from its cache (``BertLanguageEncoder(cache_size=...)``).
 
     Args:
         text_encoder (dict): Config of the language encoder (e.g.
@@ -330,9 +333,14 @@ class LangSwinTransformer(SwinTransformer):
         if self.use_abs_pos_embed:
             x = x + self.abs_pos_embed_at(hw_shape)
         x = self.drop_after_pos(x)
-        lang = self.text_encoder.embed(input_ids, attention_mask)
-
-        next_lang = 0
+        if all(p == 0 for p in self.lang_stage_positions):
+            # Every language stage runs before the first fusion (LAVT): one
+            # call, which a frozen encoder may answer from its cache.
+            lang = self.text_encoder(input_ids, attention_mask)
+            next_lang = len(self.lang_stage_positions)
+        else:
+            lang = self.text_encoder.embed(input_ids, attention_mask)
+            next_lang = 0
         outs = []
         for i, stage in enumerate(self.stages):
             for block in stage.blocks:

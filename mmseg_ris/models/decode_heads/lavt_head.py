@@ -42,7 +42,8 @@ class LAVTHead(RISBaseDecodeHead):
     resolution, where the backbone's shallow stages only see colour. The module is built like the
     backbone's (``vis_channels=channels``; ``lang_channels`` from the
     config) and its stream output ``x + gate(r) * r`` replaces the running
-    feature.
+    feature. ``fusion_merges`` limits it to some merges: the stride-4 one
+    works on 4x the pixels of the stride-8 one and costs the most.
 
     Args:
         in_channels (Sequence[int]): Widths of the selected maps, shallow to
@@ -62,6 +63,10 @@ class LAVTHead(RISBaseDecodeHead):
         fusion (dict, optional): Fusion module (e.g. ``dict(type='PWAM',
             lang_channels=768)``) applied after each merge; must set
             ``lang_channels``. Defaults to None (LAVT).
+        fusion_merges (Sequence[int], optional): Indices of the merges
+            followed by a fusion module (``merges[0]`` joins the two deepest
+            maps); the module after ``merges[i]`` is ``fusions[str(i)]``.
+            Defaults to None: every merge.
         **kwargs: Other :class:`RISBaseDecodeHead` / ``BaseDecodeHead``
             arguments (``category_aux``, ``out_channels``, ``act_cfg``, ``conv_cfg``,
             ``ignore_index``, ``init_cfg``, ...). ``input_transform`` is
@@ -70,7 +75,9 @@ class LAVTHead(RISBaseDecodeHead):
     Raises:
         ValueError: If fewer than two input maps are configured,
             ``in_channels`` and ``in_index`` differ in length, or ``fusion``
-            lacks ``lang_channels`` or sets ``vis_channels``.
+            lacks ``lang_channels`` or sets ``vis_channels``, or
+            ``fusion_merges`` is given without ``fusion``, is empty, repeats
+            an index or names a merge that does not exist.
     """
 
     def __init__(self,
@@ -88,6 +95,7 @@ class LAVTHead(RISBaseDecodeHead):
                      avg_non_ignore=True,
                      loss_weight=1.0),
                  fusion: OptConfigType = None,
+                 fusion_merges: Optional[Sequence[int]] = None,
                  **kwargs) -> None:
         if len(in_channels) < 2 or len(in_channels) != len(in_index):
             raise ValueError(
@@ -130,16 +138,32 @@ class LAVTHead(RISBaseDecodeHead):
                         norm_cfg=self.norm_cfg,
                         act_cfg=self.act_cfg)))
             running = channels
-        self.fusions: Optional[nn.ModuleList] = None
-        if fusion is not None:
-            if 'lang_channels' not in fusion or 'vis_channels' in fusion:
-                raise ValueError(
-                    f'LAVTHead: fusion must set lang_channels (the text '
-                    f'encoder width) and not vis_channels (it is channels='
-                    f'{channels}), got {dict(fusion)}')
-            self.fusions = nn.ModuleList(
-                MODELS.build(dict(fusion, vis_channels=channels))
-                for _ in self.merges)
+        self.fusions: Optional[nn.ModuleDict] = None
+        if fusion is None:
+            if fusion_merges is not None:
+                raise ValueError(f'LAVTHead: fusion_merges={fusion_merges!r} '
+                                 f'needs a fusion config')
+            return
+        if 'lang_channels' not in fusion or 'vis_channels' in fusion:
+            raise ValueError(
+                f'LAVTHead: fusion must set lang_channels (the text '
+                f'encoder width) and not vis_channels (it is channels='
+                f'{channels}), got {dict(fusion)}')
+        num_merges = len(self.merges)
+        if fusion_merges is None:
+            fusion_merges = range(num_merges)
+        merges = list(fusion_merges)
+        if (not merges or len(set(merges)) != len(merges) or any(
+                not isinstance(i, int) or not 0 <= i < num_merges
+                for i in merges)):
+            raise ValueError(
+                f'LAVTHead: fusion_merges must be distinct merge indices in '
+                f'[0, {num_merges}), got {fusion_merges!r}')
+        # keyed by merge index: the state-dict names say which merge
+        # (``fusions.1.*``) whatever subset is fused
+        self.fusions = nn.ModuleDict(
+            (str(i), MODELS.build(dict(fusion, vis_channels=channels)))
+            for i in sorted(merges))
 
     def _forward_feature(self, inputs: Sequence) -> Tensor:
         """The decoder's stride-4 features, before ``conv_seg``.
@@ -168,9 +192,9 @@ class LAVTHead(RISBaseDecodeHead):
                 mode='bilinear',
                 align_corners=self.align_corners)
             x = merge(torch.cat([x, skip], dim=1))
-            if self.fusions is not None:
+            if self.fusions is not None and str(i) in self.fusions:
                 b, c, h, w = x.shape
-                stream, _, _ = self.fusions[i](
+                stream, _, _ = self.fusions[str(i)](
                     x.flatten(2).transpose(1, 2), (h, w), lang, lang_mask)
                 x = stream.transpose(1, 2).reshape(b, c, h, w)
         return x

@@ -3,6 +3,7 @@ import itertools
 import logging
 import os
 import os.path as osp
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -80,6 +81,15 @@ class BertLanguageEncoder(BaseModule):
         train_embeddings (bool): Whether the embedding layer (word, position,
             token type, LayerNorm) receives gradients. LAVT freezes it.
             Defaults to True.
+        cache_size (int): For a wholly frozen encoder (no trainable layer,
+            frozen embeddings): keep the :meth:`forward` output of up to this
+            many token sequences (least recently used dropped first) and
+            reuse it when a sequence comes again, e.g. every epoch. The
+            encoder then always runs in eval mode (no dropout), so a
+            sequence's features are fixed. Entries are per autocast dtype and
+            device. :meth:`embed` / :meth:`forward_stage` (used when fusion
+            modules update the language between stages) are never cached.
+            Memory: ``L * hidden_size`` values per entry. Defaults to 0 (off).
         init_cfg (dict or list[dict], optional): mmengine initialisation
             config. Defaults to None.
 
@@ -89,6 +99,8 @@ class BertLanguageEncoder(BaseModule):
             or ``trainable_layers`` do not fit the number of layers, or if
             the attention implementation ignores padding masks.
         TypeError: If ``config`` is not a dict.
+        ValueError: If ``cache_size`` is negative, or positive for an encoder
+            with trainable weights.
         FileNotFoundError: If the pretrained folder, its ``config.json`` or
             its weight file is missing.
         RuntimeError: If the checkpoint lacks encoder weights or has weights
@@ -101,6 +113,7 @@ class BertLanguageEncoder(BaseModule):
                  stages: Sequence[int] = (12, ),
                  trainable_layers: Sequence[int] | None = None,
                  train_embeddings: bool = True,
+                 cache_size: int = 0,
                  init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if pretrained is None and config is None:
@@ -129,6 +142,20 @@ class BertLanguageEncoder(BaseModule):
                                                       num_layers)
         self.train_embeddings = bool(train_embeddings)
         self._freeze()
+
+        if not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f'BertLanguageEncoder: cache_size must be an int '
+                             f'>= 0, got {cache_size!r}')
+        if cache_size and (self.trainable_layers or self.train_embeddings):
+            raise ValueError(
+                f'BertLanguageEncoder: cache_size={cache_size} needs a frozen '
+                f'encoder (trainable_layers=[], train_embeddings=False); got '
+                f'trainable layers {list(self.trainable_layers)}, '
+                f'train_embeddings={self.train_embeddings}')
+        self.cache_size = cache_size
+        self._cache: OrderedDict = OrderedDict()
+        if cache_size:
+            self.bert.eval()
 
     # ------------------------------------------------------------------
     # construction helpers
@@ -472,8 +499,23 @@ class BertLanguageEncoder(BaseModule):
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
+    def train(self, mode: bool = True) -> 'BertLanguageEncoder':
+        """Set the training mode; a caching encoder keeps BERT in eval mode."""
+        super().train(mode)
+        if self.cache_size:
+            self.bert.eval()
+        return self
+
+    def _encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        hidden = self.embed(input_ids, attention_mask)
+        for k in range(self.num_stages):
+            hidden = self.forward_stage(k, hidden, attention_mask)
+        return hidden
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Embed the tokens and run every stage, without fusion.
+
+        With ``cache_size`` only the sequences not seen before are encoded.
 
         Args:
             input_ids (Tensor): (B, L) token ids.
@@ -482,7 +524,25 @@ class BertLanguageEncoder(BaseModule):
         Returns:
             Tensor: (B, L, C) final hidden states.
         """
-        hidden = self.embed(input_ids, attention_mask)
-        for k in range(self.num_stages):
-            hidden = self.forward_stage(k, hidden, attention_mask)
-        return hidden
+        if not self.cache_size:
+            return self._encode(input_ids, attention_mask)
+        self._check_tokens(input_ids, attention_mask)
+        dtype = (torch.get_autocast_dtype(input_ids.device.type)
+                 if torch.is_autocast_enabled(input_ids.device.type) else None)
+        rows = torch.cat([input_ids, attention_mask], dim=1).cpu().numpy()
+        keys = [(str(input_ids.device), dtype, row.tobytes()) for row in rows]
+        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        if missing:
+            idx = torch.tensor(missing, device=input_ids.device)
+            with torch.no_grad():
+                new = self._encode(input_ids[idx], attention_mask[idx])
+            for i, row in zip(missing, new):
+                self._cache[keys[i]] = row.clone()  # not a view pinning the batch
+                self._cache.move_to_end(keys[i])
+        out = []
+        for key in keys:
+            self._cache.move_to_end(key)
+            out.append(self._cache[key])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return torch.stack(out)

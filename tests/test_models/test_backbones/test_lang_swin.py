@@ -80,6 +80,12 @@ class TinyStagedTextEncoder(BaseModule):
         update = torch.tanh(self.layers[k](hidden))
         return hidden + update * attention_mask[..., None].to(hidden.dtype)
 
+    def forward(self, input_ids, attention_mask):
+        hidden = self.embed(input_ids, attention_mask)
+        for k in range(self.num_stages):
+            hidden = self.forward_stage(k, hidden, attention_mask)
+        return hidden
+
 
 @MODELS.register_module(force=True)
 class ShiftFusion(BaseModule):

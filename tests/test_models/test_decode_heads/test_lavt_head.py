@@ -202,12 +202,15 @@ def test_bad_inputs():
 FUSION = dict(type='PWAM', lang_channels=6, num_heads=2)
 
 
-def _decode_by_hand(head, feats, lang, mask):
-    """LAVTHead.forward written out: merge, then the merge's PWAM on its tokens."""
+def _decode_by_hand(head, feats, lang, mask, fused_merges=(0, 1, 2)):
+    """LAVTHead.forward written out: merge, then (after ``fused_merges``) a PWAM on its tokens."""
     x = feats[-1]
-    for merge, fusion, skip in zip(head.merges, head.fusions, reversed(feats[:-1])):
+    for i, (merge, skip) in enumerate(zip(head.merges, reversed(feats[:-1]))):
         x = F.interpolate(x, size=skip.shape[2:], mode='bilinear', align_corners=True)
         x = merge(torch.cat([x, skip], dim=1))
+        if i not in fused_merges:
+            continue
+        fusion = head.fusions[str(i)]
         b, c, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)
         r = fusion.multimodal_features(tokens, lang, mask)
@@ -221,13 +224,13 @@ def test_decoder_fusion_starts_as_lavt_and_uses_the_words():
     plain = LAVTHead(**SMALL).eval()
     fused = LAVTHead(**SMALL, fusion=FUSION).eval()
     assert len(fused.fusions) == 3
-    assert all(f.vis_channels == 8 and f.lang_channels == 6 for f in fused.fusions)
+    assert all(f.vis_channels == 8 and f.lang_channels == 6 for f in fused.fusions.values())
     fused.load_state_dict(plain.state_dict(), strict=False)
     feats, lang, mask = make_inputs()
     # zero-initialised gates: at the first step the decoder is LAVT's
     torch.testing.assert_close(fused((feats, lang, mask)), plain((feats, lang, mask)))
 
-    for fusion in fused.fusions:  # open the gates
+    for fusion in fused.fusions.values():  # open the gates
         torch.nn.init.normal_(fusion.gate.fc2.weight)
     out = fused((feats, lang, mask))
     torch.testing.assert_close(out, _decode_by_hand(fused, feats, lang, mask))
@@ -242,10 +245,33 @@ def test_decoder_fusion_starts_as_lavt_and_uses_the_words():
     torch.testing.assert_close(fused((feats, changed, padded)), fused((feats, lang, padded)))
 
 
-@pytest.mark.parametrize('fusion, match', [
-    (dict(type='PWAM'), 'lang_channels'),
-    (dict(type='PWAM', lang_channels=6, vis_channels=8), 'not vis_channels'),
+def test_decoder_fusion_on_some_merges():
+    torch.manual_seed(0)
+    head = LAVTHead(**SMALL, fusion=FUSION, fusion_merges=(1, 0)).eval()
+    assert list(head.fusions) == ['0', '1']
+    names = {k.split('.')[1] for k in head.state_dict() if k.startswith('fusions.')}
+    assert names == {'0', '1'}
+    for fusion in head.fusions.values():  # open the gates
+        torch.nn.init.normal_(fusion.gate.fc2.weight)
+    feats, lang, mask = make_inputs()
+    out = head((feats, lang, mask))
+    torch.testing.assert_close(out, _decode_by_hand(head, feats, lang, mask, fused_merges=(0, 1)))
+    # the last merge's output is not fused: its by-hand decode with a fusion there differs
+    everywhere = LAVTHead(**SMALL, fusion=FUSION).eval()
+    everywhere.load_state_dict(head.state_dict(), strict=False)
+    torch.nn.init.normal_(everywhere.fusions['2'].gate.fc2.weight)
+    assert not torch.allclose(everywhere((feats, lang, mask)), out, atol=1e-3)
+
+
+@pytest.mark.parametrize('fusion, merges, match', [
+    (dict(type='PWAM'), None, 'lang_channels'),
+    (dict(type='PWAM', lang_channels=6, vis_channels=8), None, 'not vis_channels'),
+    (None, (0, ), 'needs a fusion'),
+    (FUSION, (), 'fusion_merges'),
+    (FUSION, (0, 0), 'fusion_merges'),
+    (FUSION, (3, ), r'\[0, 3\)'),
+    (FUSION, (-1, ), 'fusion_merges'),
 ])
-def test_decoder_fusion_bad_config(fusion, match):
+def test_decoder_fusion_bad_config(fusion, merges, match):
     with pytest.raises(ValueError, match=match):
-        LAVTHead(**SMALL, fusion=fusion)
+        LAVTHead(**SMALL, fusion=fusion, fusion_merges=merges)

@@ -465,3 +465,87 @@ def test_minilm_embeddings_are_semantic(minilm):
     close = sim(pooled[0], pooled[1], dim=0)
     far = sim(pooled[0], pooled[2], dim=0)
     assert close > far + 0.1, (close, far)
+
+
+# ------------------------------------------------------------ output cache
+def _frozen(seed=0, **kwargs):
+    """A frozen tiny encoder with BERT's dropout (which the cache must switch off for good)."""
+    torch.manual_seed(seed)
+    return BertLanguageEncoder(
+        config=dict(TINY, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1),
+        stages=(1, 1, 2), trainable_layers=[], train_embeddings=False, **kwargs)
+
+
+def _count_layer_rows(encoder):
+    """Rows (sequences) run through the first encoder layer, per call."""
+    calls = []
+    encoder.bert.encoder.layer[0].register_forward_pre_hook(
+        lambda mod, args: calls.append(args[0].shape[0]))
+    return calls
+
+
+def test_cache_returns_the_eval_mode_output_and_encodes_each_sequence_once():
+    torch.manual_seed(0)
+    cached = _frozen(cache_size=10)
+    torch.manual_seed(0)
+    plain = _frozen()
+    plain.load_state_dict(cached.state_dict())
+    plain.eval()
+    cached.train()  # training mode: the cached encoder still has no dropout
+    assert not cached.bert.training and all(not m.training for m in cached.bert.modules())
+    rows = _count_layer_rows(cached)
+    ids, mask = tokens([5, 3, 7], 8, seed=1)
+    first = cached(ids, mask)
+    torch.testing.assert_close(first, plain(ids, mask), rtol=0, atol=1e-6)
+    assert rows == [3]
+    # again, shuffled, with one new sequence: only that one is encoded
+    new_ids, new_mask = tokens([4], 8, seed=2)
+    ids2 = torch.cat([ids[[2, 0]], new_ids])
+    mask2 = torch.cat([mask[[2, 0]], new_mask])
+    second = cached(ids2, mask2)
+    assert rows == [3, 1]
+    torch.testing.assert_close(second, plain(ids2, mask2), rtol=0, atol=1e-6)
+    assert torch.equal(second[0], first[2]) and torch.equal(second[1], first[0])
+    assert not second.requires_grad
+    # the same words with another padding length are another sequence
+    cached(ids[:, :7], mask[:, :7])
+    assert rows == [3, 1, 3]
+
+
+def test_cache_drops_the_least_recently_used():
+    encoder = _frozen(cache_size=2)
+    rows = _count_layer_rows(encoder)
+    ids, mask = tokens([3, 4, 5], 6, seed=3)
+    encoder(ids[:1], mask[:1])   # a
+    encoder(ids[1:2], mask[1:2])  # b
+    encoder(ids[:1], mask[:1])   # a again: hit, now most recent
+    encoder(ids[2:], mask[2:])   # c: evicts b
+    assert rows == [1, 1, 1] and len(encoder._cache) == 2
+    encoder(ids[:1], mask[:1])   # a: still cached
+    encoder(ids[1:2], mask[1:2])  # b: encoded again
+    assert rows == [1, 1, 1, 1]
+
+
+def test_cache_is_kept_per_autocast_dtype():
+    encoder = _frozen(cache_size=4)
+    ids, mask = tokens([5, 2], 6, seed=4)
+    full = encoder(ids, mask)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        low = encoder(ids, mask)
+        again = encoder(ids, mask)
+    assert len(encoder._cache) == 4
+    assert torch.equal(low, again)
+    assert not torch.equal(low.float(), full)  # computed in bfloat16, not the float32 entry
+    assert torch.equal(encoder(ids, mask), full)
+
+
+def test_cache_needs_a_frozen_encoder():
+    with pytest.raises(ValueError, match='frozen encoder'):
+        tiny_encoder(cache_size=4)  # trains every layer
+    with pytest.raises(ValueError, match='train_embeddings=True'):
+        tiny_encoder(cache_size=4, trainable_layers=[], train_embeddings=True)
+    with pytest.raises(ValueError, match='cache_size'):
+        tiny_encoder(cache_size=-1, trainable_layers=[], train_embeddings=False)
+    # without the cache a frozen encoder keeps dropout in training mode (LAVT's behaviour)
+    plain = _frozen().train()
+    assert plain.bert.training

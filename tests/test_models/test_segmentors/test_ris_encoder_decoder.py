@@ -241,6 +241,25 @@ def test_padding_tokens_never_influence_outputs():
     assert (moved - before[0]).abs().max() > 1e-4
 
 
+def test_cached_frozen_text_encoder_gives_the_same_results():
+    """LAVT calls its whole (frozen) text encoder at once, so the encoder's cache serves it."""
+    frozen = tiny_text_encoder(vocab_size=VOCAB, trainable_layers=[], train_embeddings=False)
+    plain = build(text_encoder=frozen).eval()
+    cached = build(text_encoder=dict(frozen, cache_size=8)).eval()
+    inputs, samples = make_batch()
+    with torch.no_grad():
+        want = [ds.seg_logits.data.clone() for ds in plain.predict(inputs, samples)]
+        for _ in range(2):  # the second pass is answered from the cache
+            _, samples = make_batch()
+            got = [ds.seg_logits.data for ds in cached.predict(inputs, samples)]
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert len(cached.backbone.text_encoder._cache) == 2
+    cached.train()
+    losses = cached.loss(inputs, samples)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+
+
 # ------------------------------------------------------------------- errors
 def test_missing_tokens_name_the_image():
     model = build().eval()
